@@ -1,0 +1,329 @@
+"""Command line: ``napari-medseg demo | train | predict | evaluate``.
+
+A thin argparse front over the core. It prints the engine's events; it never
+imports napari or Qt (the demo's viewer is started through
+:mod:`napari_medseg.gui.launch`, imported only when a display is there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medseg.core import io
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+# ---------------------------------------------------------------- train
+
+
+def _default_patch(shape: Sequence[int], dims: int) -> tuple[int, ...]:
+    """Largest power-of-two-friendly patch not bigger than the image (64^3 in 3D, 128^2 in 2D)."""
+    target = 64 if dims == 3 else 128
+    sizes = list(shape[-dims:]) if dims == 3 else sorted(shape, reverse=True)[:2]
+    out = []
+    for n in sizes:
+        p = min(target, n)
+        out.append(max(8, (p // 8) * 8) if n >= 8 else n)
+    return tuple(out)
+
+
+def _print_event(ev: Any, *, every: int = 25) -> None:
+    from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
+
+    if isinstance(ev, StepDone) and ev.step % every == 0:
+        eta = f", eta {ev.eta_s:.0f}s" if ev.eta_s is not None else ""
+        print(f"  step {ev.step}: loss {ev.loss:.4f}{eta}", flush=True)
+    elif isinstance(ev, EpochDone):
+        print(f"epoch {ev.epoch}: loss {ev.loss:.4f} ({ev.elapsed_s:.0f}s)", flush=True)
+    elif isinstance(ev, Validated):
+        per = ", ".join(f"{k}: {'absent' if v is None else f'{v:.3f}'}" for k, v in ev.dice.items())
+        print(f"  validation dice {ev.mean_dice:.3f} [{per}]{' *best*' if ev.best else ''}",
+              flush=True)
+    elif isinstance(ev, Message):
+        print(ev.text, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping, fingerprint
+    from napari_medseg.core.engine import fit, run
+    from napari_medseg.core.pipeline import prepare_case
+
+    images: list[list[str]] = args.image or []
+    labels: list[str] = args.label or []
+    if not images or len(images) != len(labels):
+        raise CliError(f"Give one --label per --image group (got {len(images)} --image and "
+                       f"{len(labels)} --label); e.g. --image flair1.nii.gz t1c1.nii.gz --label "
+                       "lab1.nii.gz --image flair2.nii.gz t1c2.nii.gz --label lab2.nii.gz")
+    n_ch = {len(g) for g in images}
+    if len(n_ch) != 1:
+        raise CliError(f"Every case needs the same number of channels; got {sorted(n_ch)}.")
+    vols = [[io.read_spatial(p) for p in g] for g in images]
+    labs = [io.read_spatial(p) for p in labels]
+    for g, lv in zip(vols, labs):
+        for v in g:
+            if v.data.shape != lv.data.shape:
+                raise CliError(f"{v.path} has shape {v.data.shape} but {lv.path} has "
+                               f"{lv.data.shape}; resample the labels onto the image grid.")
+    for lv in labs:
+        if lv.data.size and not np.any(lv.data > 0):
+            raise CliError(f"{lv.path}: label volume is empty (no value > 0); label at least one "
+                           "structure.")
+    nd = vols[0][0].data.ndim
+    dims = args.dims or (3 if nd == 3 else 2)
+    mapping = LabelMapping.from_labels([lv.data for lv in labs])
+    if args.loss == "bce" and mapping.num_classes != 2:
+        raise CliError(f"--loss bce needs one foreground value; labels have {list(mapping.values)}.")
+    shape = vols[0][0].data.shape
+    spacing = tuple(args.spacing) if args.spacing else None
+    if spacing is not None and len(spacing) == 1:
+        spacing = spacing * nd
+    patch = tuple(args.patch) if args.patch else _default_patch(shape, dims)
+    if len(patch) == 1:
+        patch = patch * dims
+    tc = TrainConfig(patch_size=patch, batch_size=args.batch_size or (2 if dims == 3 else 8),
+                     loss=args.loss, epochs=args.epochs if args.epochs or not args.minutes else None,
+                     minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                     device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis)
+    out_ch = 1 if args.loss == "bce" else mapping.num_classes
+    mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
+                     out_channels=out_ch, base_width=args.width, depth=args.depth)
+    cases = []
+    for i, (g, lv) in enumerate(zip(vols, labs)):
+        try:
+            case, _ = prepare_case([v.data for v in g], lv.data, g[0].spacing, mapping=mapping,
+                                   config=tc, name=str(lv.path),
+                                   channel_names=[str(v.path) for v in g])
+        except ValueError as exc:
+            raise CliError(str(exc)) from exc
+        cases.append(case)
+    fps = [fingerprint(v.data) for g in vols for v in g]
+    print(f"{len(cases)} case(s), {mc.in_channels} channel(s), label values "
+          f"{list(mapping.values)}, {dims}D {args.arch}, patch {patch}", flush=True)
+    res = run(fit(cases, model_config=mc, train_config=tc, mapping=mapping,
+                  checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
+                  fingerprints=fps), _print_event)
+    best = "n/a" if res.best_dice is None else f"{res.best_dice:.3f}"
+    print(f"saved {args.out} ({res.steps} steps, best validation dice {best})")
+    return 0
+
+
+# ---------------------------------------------------------------- predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_medseg.core.checkpoint import load_checkpoint
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    try:
+        ckpt = load_checkpoint(args.model)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    vols = [io.read_spatial(p) for p in args.image]
+    for v in vols[1:]:
+        if v.data.shape != vols[0].data.shape:
+            raise CliError(f"{v.path} has shape {v.data.shape} but {vols[0].path} has "
+                           f"{vols[0].data.shape}; all channels must share one grid.")
+    print(f"model: {ckpt.describe()}", flush=True)
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def show(ev: Any) -> None:
+        if time.perf_counter() - last[0] > 2 or ev.done == ev.total:
+            last[0] = time.perf_counter()
+            print(f"  {ev.stage} {ev.done}/{ev.total}", flush=True)
+
+    try:
+        seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
+                          channel_names=[str(v.path) for v in vols], tta=args.tta), show)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    ref = vols[0]
+    io.write_volume(args.out, seg.labels, ref.affine, header=None)
+    print(f"wrote {args.out} (values {sorted(np.unique(seg.labels).tolist())}, "
+          f"{time.perf_counter() - t0:.1f}s)")
+    if args.probabilities:
+        probs = np.moveaxis(seg.probabilities, 0, -1)  # NIfTI: channels last (4th axis)
+        io.write_nifti(args.probabilities, probs, ref.affine)
+        print(f"wrote {args.probabilities} ({seg.probabilities.shape[0]} channel(s), class order "
+              f"{list(ckpt.mapping.values) if seg.probabilities.shape[0] > 1 else ['foreground']})")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_medseg.core.metrics import evaluate_segmentation, to_jsonable
+
+    pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
+    if pred.data.shape != ref.data.shape:
+        raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
+                       f"{ref.data.shape}; predict on the reference's grid.")
+    if not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
+        print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
+              "reference's", file=sys.stderr)
+    p = np.rint(pred.data).astype(np.int64)
+    r = np.rint(ref.data).astype(np.int64)
+    res = evaluate_segmentation(p, r, spacing=ref.spacing, tolerance_mm=args.tolerance)
+    print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7}")
+    for k in res["dice"]:
+        d, h, n = res["dice"][k], res["hd95_mm"][k], res["nsd"][k]
+        if d is None:
+            print(f"{k:>6}  absent in both prediction and reference")
+            continue
+        print(f"{k:>6} {d:7.3f} {h:9.2f} {n:7.3f}")
+    if args.json:
+        res = dict(res)
+        res["pred"], res["ref"] = str(args.pred), str(args.ref)
+        res["spacing_mm"] = list(ref.spacing)
+        Path(args.json).write_text(json.dumps(to_jsonable(res), indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+
+def _has_display() -> bool:
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_headless_demo(seconds: float | None = 20.0, *, epochs: int | None = None, seed: int = 0
+                      ) -> dict[int, float | None]:
+    """Train on one generated phantom, segment another, return Dice per tissue label.
+
+    ``seconds`` bounds the training time; ``epochs`` (25 steps each) bounds the
+    work instead, for results that do not depend on the machine's speed.
+    """
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.engine import fit, run
+    from napari_medseg.core.metrics import dice_per_class
+    from napari_medseg.core.pipeline import prepare_case, segment
+    from napari_medseg.core.sample import PHANTOM_CLASSES, brain_phantom
+
+    train, test = brain_phantom(seed=seed), brain_phantom(seed=seed + 1)
+    mapping = LabelMapping.from_labels([train.labels])
+    tc = TrainConfig(patch_size=(64, 64), batch_size=8, loss="dice_ce", epochs=epochs,
+                     minutes=None if seconds is None else seconds / 60, steps_per_epoch=25,
+                     seed=seed, lr=3e-3)
+    mc = ModelConfig(spatial_dims=2, in_channels=2, out_channels=mapping.num_classes,
+                     base_width=16, depth=4)
+    case, _ = prepare_case([train.t1, train.flair], train.labels, train.spacing, mapping=mapping,
+                           config=tc, name="phantom seed 0")
+    limit = f"{seconds:.0f}s" if seconds is not None else f"{epochs} epochs"
+    print(f"demo: training a 2D UNet on a generated brain phantom for {limit}", flush=True)
+    res = run(fit([case], model_config=mc, train_config=tc, mapping=mapping,
+                  channel_names=["T1", "FLAIR"]), _print_event)
+    seg = run(segment(res.checkpoint, [test.t1, test.flair], test.spacing, model=res.model))
+    dice = dice_per_class(seg.labels, test.labels, labels=[1, 2, 3, 4])
+    print("Dice on an unseen phantom (seed %d):" % (seed + 1))
+    for k, d in dice.items():
+        print(f"  {PHANTOM_CLASSES[k]:>12}: {'absent' if d is None else f'{d:.3f}'}")
+    vals = [d for d in dice.values() if d is not None]
+    print(f"mean Dice {np.mean(vals):.3f}")
+    return dice
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.headless and _has_display():
+        try:
+            launch = importlib.import_module("napari_medseg.gui.launch")
+        except ImportError as exc:
+            print(f"napari/Qt unavailable ({exc}); running the headless demo.", flush=True)
+        else:
+            return int(launch.open_demo_viewer())
+    run_headless_demo(args.seconds, seed=args.seed)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser (public: the commands and flags are a contract)."""
+    p = argparse.ArgumentParser(prog="napari-medseg", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="open napari on sample data, or train+predict headless")
+    d.add_argument("--headless", action="store_true", help="no viewer: train, predict, print Dice")
+    d.add_argument("--seconds", type=float, default=20.0, help="training time (headless)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", help="train a segmentation model from image/label files")
+    t.add_argument("--image", nargs="+", action="append", metavar="C",
+                   help="channel files of one case (repeat --image/--label per case)")
+    t.add_argument("--label", action="append", metavar="L", help="label file of that case; "
+                   "-1 marks unlabelled voxels")
+    t.add_argument("--out", required=True, metavar="MODEL.pt")
+    t.add_argument("--dims", type=int, choices=(2, 3))
+    t.add_argument("--arch", choices=("unet", "encdec", "fcn"), default="unet")
+    t.add_argument("--loss", choices=("dice_ce", "dice", "ce", "bce"), default="dice_ce")
+    t.add_argument("--minutes", type=float)
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--steps-per-epoch", type=int, default=50)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    t.add_argument("--patch", type=int, nargs="+", help="patch size (one value or one per axis)")
+    t.add_argument("--spacing", type=float, nargs="+", help="train at this voxel size in mm")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--width", type=int, default=16, help="feature maps at the first level")
+    t.add_argument("--depth", type=int, default=4, help="resolution levels")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--slice-axis", type=int, default=2, help="2D: axis to slice 3D volumes along")
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("predict", help="segment an image with a trained model")
+    r.add_argument("--model", required=True, metavar="MODEL.pt")
+    r.add_argument("--image", nargs="+", required=True, metavar="C")
+    r.add_argument("--out", required=True, metavar="LABELS.nii.gz")
+    r.add_argument("--probabilities", metavar="P.nii.gz")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
+    r.add_argument("--tta", action="store_true", help="average over mirrored inputs")
+    r.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="Dice, HD95 and NSD of a prediction against a reference")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--ref", required=True)
+    e.add_argument("--json", metavar="OUT.json")
+    e.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm")
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for user errors, with a one-line reason)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # core validation errors already say what to do
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

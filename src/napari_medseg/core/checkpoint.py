@@ -1,0 +1,169 @@
+"""Model files: one self-describing checkpoint, written atomically, loaded safely.
+
+A checkpoint is untrusted input: it is loaded with ``weights_only=True`` and
+holds only tensors and plain Python values (no pickled classes).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_medseg.core.config import ModelConfig, TrainConfig
+from napari_medseg.core.data import ChannelNorm, LabelMapping, norms_from_dicts
+
+FORMAT = "napari-medseg-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to use a trained model on new data.
+
+    Attributes
+    ----------
+    model_config, train_config : ModelConfig, TrainConfig
+    mapping : LabelMapping
+        Label values of the training labels.
+    norms : tuple of ChannelNorm
+        Per-channel intensity normalisation fitted on the training data.
+    spacing : tuple of float or None
+        Voxel spacing (mm) the model was trained at (None: native grid).
+    state_dict : dict
+        Model weights.
+    history : list of dict
+        Metrics per validation.
+    task : str
+        "segment" (restoration and others later).
+    channel_names : list of str
+    fingerprints : list of str
+        Content hashes of the training data.
+    versions : dict
+        Software versions that wrote the file.
+    extra : dict
+        Anything else JSON-like (e.g. crop margin).
+    """
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    mapping: LabelMapping
+    norms: tuple[ChannelNorm, ...]
+    spacing: tuple[float, ...] | None
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    task: str = "segment"
+    channel_names: list[str] = field(default_factory=list)
+    fingerprints: list[str] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def build_model(self) -> torch.nn.Module:
+        """Instantiate the network with the stored weights (on the CPU, eval mode)."""
+        from napari_medseg.core.models import build_model
+
+        model = build_model(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def describe(self) -> str:
+        """One line for people: what the model expects and produces."""
+        sp = "native grid" if self.spacing is None else "x".join(f"{s:g}" for s in self.spacing) + " mm"
+        return (f"{self.model_config.spatial_dims}D {self.model_config.arch}, "
+                f"{self.model_config.in_channels} channel(s) "
+                f"{'(' + ', '.join(self.channel_names) + ')' if self.channel_names else ''}, "
+                f"label values {list(self.mapping.values)}, trained at {sp}")
+
+
+def _versions() -> dict[str, str]:
+    import numpy
+
+    from napari_medseg import __version__
+
+    return {"napari_medseg": __version__, "torch": str(torch.__version__), "numpy": str(numpy.__version__),
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> str:
+    """Write ``ckpt`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "task": ckpt.task,
+        "model_config": ckpt.model_config.to_dict(),
+        "train_config": ckpt.train_config.to_dict(),
+        "label_values": list(ckpt.mapping.values),
+        "normalization": [n.to_dict() for n in ckpt.norms],
+        "spacing": None if ckpt.spacing is None else [float(s) for s in ckpt.spacing],
+        "history": ckpt.history,
+        "channel_names": list(ckpt.channel_names),
+        "fingerprints": list(ckpt.fingerprints),
+        "versions": ckpt.versions or _versions(),
+        "extra": ckpt.extra,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(p)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not a napari-medseg model (another tool's ``.pt``, a corrupt file, a
+        file with pickled code, a newer format); the message says which.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such model file.")
+    try:
+        payload = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors, or objects refused by weights_only
+        raise ValueError(
+            f"{p}: not a loadable napari-medseg model ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). It may be corrupt, or a file from "
+            "another tool that needs code to unpickle (refused for safety). Train a model with "
+            "`napari-medseg train` or pick the .pt it wrote.") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{p}: this .pt file is not a napari-medseg model (no "
+                         f"'{FORMAT}' marker); pick a model written by napari-medseg.")
+    if int(payload.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(f"{p}: written by a newer napari-medseg (format "
+                         f"{payload['format_version']} > {FORMAT_VERSION}); upgrade napari-medseg.")
+    try:
+        sp = payload.get("spacing")
+        return Checkpoint(
+            model_config=ModelConfig.from_dict(payload["model_config"]),
+            train_config=TrainConfig.from_dict(payload["train_config"]),
+            mapping=LabelMapping(tuple(int(v) for v in payload["label_values"])),
+            norms=norms_from_dicts(payload["normalization"]),
+            spacing=None if sp is None else tuple(float(s) for s in sp),
+            state_dict=payload["state_dict"],
+            history=list(payload.get("history", [])),
+            task=str(payload.get("task", "segment")),
+            channel_names=list(payload.get("channel_names", [])),
+            fingerprints=list(payload.get("fingerprints", [])),
+            versions=dict(payload.get("versions", {})),
+            extra=dict(payload.get("extra", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{p}: napari-medseg model file is incomplete or damaged ({exc}).") from exc

@@ -1,0 +1,204 @@
+"""Frozen, validated configuration dataclasses with a JSON round-trip.
+
+Configs travel inside checkpoints, so they hold only JSON-friendly values
+(ints, floats, strings, bools, tuples of ints) and validate on creation: a
+bad value fails where it is written, not twenty minutes into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+ARCHS = ("unet", "encdec", "fcn")
+NORMS = ("instance", "batch", "group", "none")
+UPSAMPLES = ("interp", "transpose")
+SEG_LOSSES = ("dice_ce", "dice", "ce", "bce")
+INTENSITY_NORMS = ("percentile", "zscore")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+T = TypeVar("T")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}.")
+
+
+class _JsonMixin:
+    """``to_dict`` / ``from_dict`` shared by the config dataclasses."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (tuples become lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+        """Build from a dict, ignoring unknown keys written by newer versions."""
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs = {}
+        for k, v in d.items():
+            if k in names:
+                kwargs[k] = tuple(v) if isinstance(v, list) else v
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonMixin):
+    """Network architecture.
+
+    Parameters
+    ----------
+    arch : {"unet", "encdec", "fcn"}
+        ``unet``: skip connections at every level. ``encdec``: plain
+        encoder-decoder without skips that upsamples once at the end.
+        ``fcn``: fuses upsampled class predictions from several scales.
+    spatial_dims : {2, 3}
+        2D or 3D convolutions.
+    in_channels, out_channels : int
+        Input image channels; output logits (classes, or 1 for binary BCE).
+    base_width : int
+        Feature maps at the first level; doubled at each level down.
+    depth : int
+        Number of resolution levels (``depth - 1`` down-samplings).
+    norm : {"instance", "batch", "group", "none"}
+        Normalisation after each convolution.
+    dropout : float
+        Dropout probability in the bottleneck and decoder blocks (0 disables).
+    upsample : {"interp", "transpose"}
+        (Bi/tri)linear interpolation followed by a convolution, or a
+        transposed convolution.
+    residual : bool
+        Add the (first) input channel to the output: restoration networks
+        predict the correction rather than the image.
+    """
+
+    arch: str = "unet"
+    spatial_dims: int = 3
+    in_channels: int = 1
+    out_channels: int = 2
+    base_width: int = 16
+    depth: int = 4
+    norm: str = "instance"
+    dropout: float = 0.0
+    upsample: str = "interp"
+    residual: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice("arch", self.arch, ARCHS)
+        _check_choice("norm", self.norm, NORMS)
+        _check_choice("upsample", self.upsample, UPSAMPLES)
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {self.spatial_dims}.")
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError("in_channels and out_channels must be >= 1.")
+        if self.base_width < 1:
+            raise ValueError(f"base_width must be >= 1, got {self.base_width}.")
+        if not 1 <= self.depth <= 7:
+            raise ValueError(f"depth must be between 1 and 7, got {self.depth}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}.")
+
+    @property
+    def divisor(self) -> int:
+        """Spatial sizes that are multiples of this need no padding."""
+        return 2 ** (self.depth - 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonMixin):
+    """How to train.
+
+    Parameters
+    ----------
+    patch_size : tuple of int
+        Spatial patch size (2 or 3 values, matching ``spatial_dims``).
+    batch_size : int
+        Patches per optimisation step.
+    loss : {"dice_ce", "dice", "ce", "bce"}
+        Segmentation loss.
+    lr, weight_decay : float
+        AdamW settings.
+    epochs : int or None
+        Number of epochs of ``steps_per_epoch`` steps; ``None`` means
+        limited by ``minutes`` only.
+    minutes : float or None
+        Wall-clock budget; training stops after the first step that
+        exceeds it. At least one of ``epochs`` and ``minutes`` is set.
+    steps_per_epoch : int
+        Optimisation steps between validations.
+    seed : int
+        Seeds python, numpy and torch.
+    device : {"auto", "cpu", "cuda", "mps"}
+        ``auto`` picks CUDA, then MPS, then CPU.
+    fg_oversample : float
+        Fraction of patches centred on a labelled foreground voxel.
+    augment : bool
+        Flips, intensity scale/shift, gamma, small rotations.
+    intensity_norm : {"percentile", "zscore"}
+        Per-channel normalisation.
+    slice_axis : int
+        For 2D models on 3D volumes: the spatial axis to slice along.
+    val_fraction : float
+        Fraction of cases held out for validation (when there are
+        several cases); with one case, validation runs on the training case.
+    amp : bool
+        Mixed precision on CUDA.
+    spacing : tuple of float or None
+        Voxel spacing (mm) to train and predict at; inputs are resampled to
+        it and predictions back to the input grid. None keeps the native grid.
+    crop_foreground : bool
+        Crop each image to the bounding box of its non-zero voxels (a brain
+        mask for skull-stripped MR); nothing outside it is labelled foreground.
+    overlap : float
+        Sliding-window overlap for validation and prediction.
+    """
+
+    patch_size: tuple[int, ...] = (64, 64, 64)
+    batch_size: int = 2
+    loss: str = "dice_ce"
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    epochs: int | None = 10
+    minutes: float | None = None
+    steps_per_epoch: int = 50
+    seed: int = 0
+    device: str = "auto"
+    fg_oversample: float = 0.5
+    augment: bool = True
+    intensity_norm: str = "percentile"
+    slice_axis: int = 2
+    val_fraction: float = 0.0
+    amp: bool = True
+    spacing: tuple[float, ...] | None = None
+    crop_foreground: bool = True
+    overlap: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_choice("loss", self.loss, SEG_LOSSES)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("intensity_norm", self.intensity_norm, INTENSITY_NORMS)
+        if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1:
+            raise ValueError(f"patch_size must be 2 or 3 positive ints, got {self.patch_size}.")
+        if self.batch_size < 1 or self.steps_per_epoch < 1:
+            raise ValueError("batch_size and steps_per_epoch must be >= 1.")
+        if self.epochs is None and self.minutes is None:
+            raise ValueError("Set epochs, minutes, or both: training needs a limit.")
+        if self.epochs is not None and self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+        if self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}.")
+        if not 0.0 <= self.fg_oversample <= 1.0:
+            raise ValueError(f"fg_oversample must be in [0, 1], got {self.fg_oversample}.")
+        if self.spacing is not None and (len(self.spacing) not in (2, 3) or min(self.spacing) <= 0):
+            raise ValueError(f"spacing must be 2 or 3 positive values in mm, got {self.spacing}.")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
+        if self.slice_axis not in (0, 1, 2):
+            raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}.")

@@ -1,0 +1,261 @@
+"""Training data: label mapping, intensity normalisation, cases, resampling, cropping.
+
+Patch sampling and augmentation live in :mod:`napari_medseg.core.sampling`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+#: Value marking unlabelled voxels in a label volume (sparse annotation).
+UNLABELLED = -1
+
+
+@dataclass(frozen=True)
+class LabelMapping:
+    """Label values as the user wrote them <-> contiguous class indices.
+
+    ``values[0]`` is always 0 (background); ``{0, 1, 2, 4}`` maps to classes
+    ``0..3`` and back.
+    """
+
+    values: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.values or self.values[0] != 0 or list(self.values) != sorted(set(self.values)):
+            raise ValueError(f"Label values must be sorted, unique and start at 0, got {self.values}.")
+
+    @classmethod
+    def from_labels(cls, labels: Sequence[np.ndarray]) -> "LabelMapping":
+        """Collect the values present in label volumes (unlabelled -1 excluded, 0 always in)."""
+        found: set[int] = {0}
+        for lab in labels:
+            u = np.unique(lab)
+            found.update(int(v) for v in u if v != UNLABELLED)
+        return cls(tuple(sorted(found)))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background."""
+        return len(self.values)
+
+    def to_classes(self, labels: np.ndarray) -> np.ndarray:
+        """Map label values to class indices (int16); -1 stays -1.
+
+        Raises
+        ------
+        ValueError
+            A value the mapping does not know (e.g. a label the model never saw).
+        """
+        lab = np.asarray(labels)
+        if np.issubdtype(lab.dtype, np.floating):
+            lab = np.rint(lab)
+        lab = lab.astype(np.int64, copy=False)
+        vals = np.asarray(self.values, dtype=np.int64)
+        idx = np.searchsorted(vals, lab)
+        idx_c = np.clip(idx, 0, len(vals) - 1)
+        known = (vals[idx_c] == lab) | (lab == UNLABELLED)
+        if not known.all():
+            bad = sorted(set(np.unique(lab[~known]).tolist()))[:10]
+            raise ValueError(f"Label values {bad} are not among the known values {list(self.values)}.")
+        out = idx_c.astype(np.int16)
+        out[lab == UNLABELLED] = UNLABELLED
+        return out
+
+    def to_values(self, classes: np.ndarray) -> np.ndarray:
+        """Map class indices back to the user's label values."""
+        vals = np.asarray(self.values)
+        dtype = np.uint8 if vals.max() < 256 else np.int32
+        return vals.astype(dtype)[np.asarray(classes)]
+
+
+@dataclass(frozen=True)
+class ChannelNorm:
+    """Per-channel intensity normalisation: clip to [lo, hi], then (x - mean) / std."""
+
+    lo: float
+    hi: float
+    mean: float
+    std: float
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-friendly form for checkpoints."""
+        return {"lo": self.lo, "hi": self.hi, "mean": self.mean, "std": self.std}
+
+
+def foreground_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels where any channel is non-zero, when zero marks outside the body.
+
+    Skull-stripped MR (BraTS) is exactly 0 outside the brain; when almost
+    every voxel is non-zero (raw images, phantoms with noise) the whole image
+    counts.
+    """
+    fg = np.any(image != 0, axis=0)
+    if fg.mean() > 0.98 or fg.sum() < 10:
+        return np.ones(image.shape[1:], bool)
+    return fg
+
+
+def fit_normalization(image: np.ndarray, method: str = "percentile",
+                      mask: np.ndarray | None = None) -> tuple[ChannelNorm, ...]:
+    """Statistics for each channel of ``image`` (C, *spatial).
+
+    ``percentile``: clip to the 0.5 and 99.5 percentiles inside the mask,
+    then z-score with the clipped values (robust to bright outliers).
+    ``zscore``: z-score inside the mask, no clipping.
+    """
+    m = foreground_mask(image) if mask is None else np.asarray(mask, bool)
+    norms = []
+    for c in range(image.shape[0]):
+        v = image[c][m].astype(np.float64)
+        if v.size > 2_000_000:  # percentiles of a large subsample are as good and much faster
+            v = v[:: v.size // 1_000_000]
+        if method == "percentile":
+            lo, hi = (float(x) for x in np.percentile(v, [0.5, 99.5]))
+            v = np.clip(v, lo, hi)
+        elif method == "zscore":
+            lo, hi = -np.inf, np.inf
+        else:
+            raise ValueError(f"Unknown normalisation {method!r}; use 'percentile' or 'zscore'.")
+        std = float(v.std())
+        norms.append(ChannelNorm(lo, hi, float(v.mean()), std if std > 1e-8 else 1.0))
+    return tuple(norms)
+
+
+def apply_normalization(image: np.ndarray, norms: Sequence[ChannelNorm]) -> np.ndarray:
+    """Normalise (C, *spatial) with stored statistics; returns float32."""
+    if image.shape[0] != len(norms):
+        raise ValueError(f"Image has {image.shape[0]} channels but the normalisation was fitted "
+                         f"on {len(norms)}; pass the same channels as in training.")
+    out = np.empty(image.shape, np.float32)
+    for c, n in enumerate(norms):
+        x = image[c].astype(np.float32, copy=False)
+        if np.isfinite(n.lo) or np.isfinite(n.hi):
+            x = np.clip(x, n.lo, n.hi)
+        out[c] = (x - n.mean) / n.std
+    return out
+
+
+def norms_from_dicts(items: Sequence[dict[str, Any]]) -> tuple[ChannelNorm, ...]:
+    """Inverse of :meth:`ChannelNorm.to_dict` for a list."""
+    return tuple(ChannelNorm(**{k: float(d[k]) for k in ("lo", "hi", "mean", "std")}) for d in items)
+
+
+def check_image(channels: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
+    """Stack channels into (C, *spatial) float32 after checking shape and finiteness.
+
+    Raises
+    ------
+    ValueError
+        Channels differ in shape, or contain NaN/inf; the message names the channel.
+    """
+    if not channels:
+        raise ValueError("No image channel given.")
+    names = list(names) if names is not None else [f"channel {i}" for i in range(len(channels))]
+    ref = np.shape(channels[0])
+    for ch, nm in zip(channels, names):
+        if np.shape(ch) != ref:
+            raise ValueError(f"{nm} has shape {np.shape(ch)} but {names[0]} has {ref}; all channels "
+                             "must share one grid. Resample them onto the same grid first.")
+    img = np.stack([np.asarray(c, dtype=np.float32) for c in channels])
+    bad = ~np.isfinite(img)
+    if bad.any():
+        c = int(np.argmax(bad.reshape(img.shape[0], -1).any(axis=1)))
+        raise ValueError(f"{names[c]} contains {int(bad[c].sum())} NaN/inf voxels; replace them "
+                         "(e.g. with 0) before training or prediction.")
+    return img
+
+
+def fingerprint(arr: np.ndarray) -> str:
+    """Short content hash of an array (shape, dtype and a strided subsample)."""
+    a = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{a.shape}{a.dtype}".encode())
+    flat = a.reshape(-1)
+    h.update(np.ascontiguousarray(flat[:: max(1, flat.size // 1_000_000)]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
+    """Bounding box of a boolean mask as slices, grown by ``margin`` voxels (whole array if empty)."""
+    if not mask.any():
+        return tuple(slice(0, n) for n in mask.shape)
+    out = []
+    for ax in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != ax)
+        idx = np.flatnonzero(mask.any(axis=other))
+        out.append(slice(max(0, int(idx[0]) - margin), min(mask.shape[ax], int(idx[-1]) + 1 + margin)))
+    return tuple(out)
+
+
+def zoom_factors(spacing: Sequence[float], target: Sequence[float] | None) -> tuple[float, ...]:
+    """Zoom factors taking ``spacing`` to ``target`` spacing (1 where target is None)."""
+    if target is None:
+        return tuple(1.0 for _ in spacing)
+    return tuple(float(s) / float(t) for s, t in zip(spacing, target))
+
+
+def resample_image(image: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Linear resampling of (C, *spatial) by zoom factors."""
+    if all(abs(f - 1) < 1e-6 for f in factors):
+        return image
+    return np.stack([ndi.zoom(c, factors, order=1, grid_mode=True, mode="nearest")
+                     for c in image]).astype(np.float32)
+
+
+def resample_labels(labels: np.ndarray, factors: Sequence[float]) -> np.ndarray:
+    """Nearest-neighbour resampling of a class-index volume (keeps -1)."""
+    if all(abs(f - 1) < 1e-6 for f in factors):
+        return labels
+    return ndi.zoom(labels, factors, order=0, grid_mode=True, mode="nearest").astype(labels.dtype)
+
+
+def resample_to_shape(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Linear resampling of (C, *spatial) onto an exact spatial shape."""
+    if tuple(arr.shape[1:]) == tuple(shape):
+        return arr
+    f = [n / m for n, m in zip(shape, arr.shape[1:])]
+    out = np.stack([ndi.zoom(c, f, order=1, grid_mode=True, mode="nearest") for c in arr])
+    # zoom may round a side one voxel off; crop/pad to the exact grid.
+    sl = tuple(slice(0, n) for n in shape)
+    out = out[(slice(None),) + sl]
+    pad = [(0, 0)] + [(0, n - m) for n, m in zip(shape, out.shape[1:])]
+    return np.pad(out, pad, mode="edge").astype(np.float32)
+
+
+@dataclass
+class Case:
+    """One training/validation case, ready for patch sampling.
+
+    Attributes
+    ----------
+    image : np.ndarray
+        (C, *spatial) float32, normalised, cropped and resampled.
+    target : np.ndarray
+        (*spatial) int16 class indices, -1 where unlabelled.
+    spacing : tuple of float
+        Voxel size after resampling.
+    name : str
+        For messages.
+    """
+
+    image: np.ndarray
+    target: np.ndarray
+    spacing: tuple[float, ...]
+    name: str = "case"
+
+    def __post_init__(self) -> None:
+        if self.image.shape[1:] != self.target.shape:
+            raise ValueError(f"{self.name}: image {self.image.shape[1:]} and labels "
+                             f"{self.target.shape} differ in shape; resample the labels onto "
+                             "the image grid.")
+
+    @property
+    def labelled_fraction(self) -> float:
+        """Fraction of voxels that carry a label."""
+        return float((self.target >= 0).mean())

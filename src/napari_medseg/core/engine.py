@@ -1,0 +1,325 @@
+"""Training as a generator of events: no printing, no threads, no Qt.
+
+``fit`` yields :mod:`~napari_medseg.core.events` between optimisation steps;
+whoever iterates it decides how to show them and may stop by returning
+``True`` from ``should_stop`` or by closing the generator. The best model
+(by validation Dice) is written to disk every time it improves, so stopping
+at any moment keeps it.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
+from napari_medseg.core.config import ModelConfig, TrainConfig
+from napari_medseg.core.data import Case, ChannelNorm, LabelMapping
+from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
+from napari_medseg.core.sampling import PatchSampler, augment_batch
+
+Event = StepDone | EpochDone | Validated | Message
+
+
+def pick_device(name: str | torch.device | None = "auto") -> torch.device:
+    """CUDA, then MPS, then CPU for ``auto``; a requested device that is missing is an error."""
+    if isinstance(name, torch.device):
+        return name
+    name = name or "auto"
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use --device auto.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but MPS is not available; use --device auto.")
+    return torch.device(name)
+
+
+def available_devices() -> list[str]:
+    """Devices this machine really has, best first (for device pickers)."""
+    out = []
+    if torch.cuda.is_available():
+        out.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    out.append("cpu")
+    return out
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a CPU generator for augmentation draws."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+@dataclass
+class FitResult:
+    """What training produced.
+
+    Attributes
+    ----------
+    checkpoint : Checkpoint
+        The best model (by validation mean Dice) with its metadata.
+    model : torch.nn.Module
+        The best model's network, on the CPU, eval mode.
+    steps : int
+        Optimisation steps run.
+    stopped : bool
+        True when stopped on request before the epoch/time limit.
+    best_dice : float or None
+    history : list of dict
+    """
+
+    checkpoint: Checkpoint
+    model: torch.nn.Module
+    steps: int
+    stopped: bool
+    best_dice: float | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _dice_on_labelled(pred: np.ndarray, target: np.ndarray, num_classes: int) -> dict[int, float | None]:
+    """Per-class Dice counting only labelled voxels (target >= 0); None when absent in both."""
+    m = target >= 0
+    p, t = pred[m].astype(np.int64), target[m].astype(np.int64)
+    conf = np.bincount(p * num_classes + t, minlength=num_classes**2).reshape(num_classes, num_classes)
+    out: dict[int, float | None] = {}
+    for k in range(1, num_classes):
+        tp = conf[k, k]
+        denom = conf[k, :].sum() + conf[:, k].sum()
+        out[k] = None if denom == 0 else float(2 * tp / denom)
+    return out
+
+
+def validate(model: torch.nn.Module, cases: Sequence[Case], *, model_config: ModelConfig,
+             train_config: TrainConfig, device: torch.device, num_classes: int
+             ) -> dict[int, float | None]:
+    """Mean per-class Dice over cases (class indices as keys), labelled voxels only."""
+    from napari_medseg.core.inference import predict_volume
+
+    sums: dict[int, list[float]] = {}
+    for case in cases:
+        gen = predict_volume(model, case.image, spatial_dims=model_config.spatial_dims,
+                             patch_size=tuple(train_config.patch_size), overlap=min(train_config.overlap, 0.25),
+                             batch_size=max(2, train_config.batch_size), slice_axis=train_config.slice_axis,
+                             device=device)
+        try:
+            while True:
+                next(gen)
+        except StopIteration as stop:
+            pred = stop.value
+        labels = np.asarray(pred.labels)
+        if num_classes == 2 and model_config.out_channels == 1:
+            labels = labels.astype(np.int64)
+        for k, d in _dice_on_labelled(labels, case.target, num_classes).items():
+            if d is not None:
+                sums.setdefault(k, []).append(d)
+    model.train()
+    return {k: (float(np.mean(sums[k])) if k in sums else None) for k in range(1, num_classes)}
+
+
+def fit(
+    train_cases: Sequence[Case],
+    *,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    mapping: LabelMapping,
+    norms: Sequence[ChannelNorm] = (),
+    val_cases: Sequence[Case] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    checkpoint_path: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    channel_names: Sequence[str] = (),
+    fingerprints: Sequence[str] = (),
+) -> Generator[Event, None, FitResult]:
+    """Train a segmentation network, yielding events; return a :class:`FitResult`.
+
+    Parameters
+    ----------
+    train_cases : sequence of Case
+        Prepared cases (see :func:`napari_medseg.core.pipeline.prepare_case`).
+    model_config, train_config : ModelConfig, TrainConfig
+    mapping : LabelMapping
+        Label values <-> classes; stored in the checkpoint.
+    norms : sequence of ChannelNorm
+        Normalisation statistics of the training data (stored for reference).
+    val_cases : sequence of Case or None
+        Validation cases; None validates on the training cases' labelled voxels.
+    init_state : dict or None
+        Weights to start from ("continue training" after corrections).
+    checkpoint_path : str or None
+        Where to write the best model whenever it improves.
+    should_stop : callable or None
+        Polled between steps; True stops training (the best model is kept).
+    """
+    tc, mc = train_config, model_config
+    if len(tc.patch_size) != mc.spatial_dims:
+        raise ValueError(f"patch_size {tc.patch_size} does not match a {mc.spatial_dims}D model.")
+    num_classes = mapping.num_classes
+    expected_out = 1 if tc.loss == "bce" else num_classes
+    if tc.loss == "bce" and num_classes != 2:
+        raise ValueError(f"BCE is for one foreground class; the labels have values "
+                         f"{list(mapping.values)}. Use dice_ce or ce.")
+    if mc.out_channels != expected_out:
+        raise ValueError(f"Model has {mc.out_channels} output channel(s); loss {tc.loss!r} with "
+                         f"{num_classes} classes needs {expected_out}.")
+    for c in train_cases:
+        if c.image.shape[0] != mc.in_channels:
+            raise ValueError(f"{c.name}: {c.image.shape[0]} channel(s), the model expects "
+                             f"{mc.in_channels}.")
+    present = set()
+    for c in train_cases:
+        present.update(int(v) for v in np.unique(c.target) if v >= 0)
+    if len(present) < 2:
+        raise ValueError(f"Only class value(s) {[mapping.values[k] for k in present]} are labelled; "
+                         "label at least background and one structure.")
+
+    from napari_medseg.core.losses import make_loss
+    from napari_medseg.core.models import build_model
+
+    gen = seed_everything(tc.seed)
+    device = pick_device(tc.device)
+    yield Message(f"training on {device.type}", extra={"device": device.type})
+    model = build_model(mc)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device)
+    mem_fmt = torch.channels_last if mc.spatial_dims == 2 else torch.channels_last_3d
+    model = model.to(memory_format=mem_fmt)
+    loss_fn = make_loss(tc.loss, num_classes=mc.out_channels)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    use_amp = tc.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    sampler = PatchSampler(train_cases, tc.patch_size, spatial_dims=mc.spatial_dims,
+                           fg_oversample=tc.fg_oversample, slice_axis=tc.slice_axis, seed=tc.seed)
+    vcases = list(val_cases) if val_cases else list(train_cases)
+
+    total_steps = None if tc.epochs is None else tc.epochs * tc.steps_per_epoch
+    budget_s = None if tc.minutes is None else tc.minutes * 60.0
+    history: list[dict[str, Any]] = []
+    best: float | None = None
+    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    stopped = False
+    step = 0
+    t0 = time.perf_counter()
+    running: list[float] = []
+
+    def progress_frac(elapsed: float) -> float:
+        f = 0.0
+        if total_steps:
+            f = max(f, step / total_steps)
+        if budget_s:
+            f = max(f, elapsed / budget_s)
+        return min(f, 1.0)
+
+    def make_ckpt(state: dict[str, torch.Tensor]) -> Checkpoint:
+        return Checkpoint(model_config=mc, train_config=tc, mapping=mapping, norms=tuple(norms),
+                          spacing=tc.spacing, state_dict=state, history=list(history),
+                          channel_names=list(channel_names), fingerprints=list(fingerprints))
+
+    epoch = 0
+    done = False
+    model.train()
+    try:
+        while not done:
+            epoch += 1
+            ep_losses = []
+            for _ in range(tc.steps_per_epoch):
+                if should_stop is not None and should_stop():
+                    stopped = done = True
+                    break
+                frac = progress_frac(time.perf_counter() - t0)
+                lr = tc.lr * (1 - frac) ** 0.9
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x, y = sampler.sample(tc.batch_size)
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+                if tc.augment:
+                    x, y = augment_batch(x, y, gen=gen)
+                x = x.contiguous(memory_format=mem_fmt)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = model(x)
+                    loss = loss_fn(logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                lv = float(loss.detach())
+                ep_losses.append(lv)
+                running.append(lv)
+                elapsed = time.perf_counter() - t0
+                f = progress_frac(elapsed)
+                eta = elapsed * (1 - f) / f if f > 0 else None
+                yield StepDone(step, epoch, float(np.mean(running[-20:])), lr, elapsed, eta, total_steps)
+                if (total_steps and step >= total_steps) or (budget_s and elapsed >= budget_s):
+                    done = True
+                    break
+            if not ep_losses:
+                break
+            elapsed = time.perf_counter() - t0
+            f = progress_frac(elapsed)
+            yield EpochDone(epoch, step, float(np.mean(ep_losses)), elapsed,
+                            elapsed * (1 - f) / f if f > 0 else None)
+            dice = validate(model, vcases, model_config=mc, train_config=tc, device=device,
+                            num_classes=num_classes)
+            vals = [d for d in dice.values() if d is not None]
+            mean = float(np.mean(vals)) if vals else 0.0
+            improved = best is None or mean >= best
+            dice_by_value = {int(mapping.values[k]): d for k, d in dice.items()}
+            history.append({"epoch": epoch, "step": step, "loss": float(np.mean(ep_losses)),
+                            "dice": {str(k): v for k, v in dice_by_value.items()}, "mean_dice": mean,
+                            "elapsed_s": time.perf_counter() - t0})
+            if improved:
+                best = mean
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                if checkpoint_path:
+                    save_checkpoint(checkpoint_path, make_ckpt(best_state))
+            yield Validated(epoch, step, dice_by_value, mean, improved, time.perf_counter() - t0)
+    except GeneratorExit:
+        stopped = True
+        if checkpoint_path and best is None:
+            save_checkpoint(checkpoint_path, make_ckpt(
+                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
+        raise
+    if best is None:  # stopped before the first validation: keep the current weights
+        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    ckpt = make_ckpt(best_state)
+    if checkpoint_path and (best is None or stopped):
+        save_checkpoint(checkpoint_path, ckpt)
+    final = build_model(mc)
+    final.load_state_dict(best_state)
+    final.eval()
+    return FitResult(ckpt, final, step, stopped, best, history)
+
+
+def run(gen: Generator[Any, None, Any], on_event: Callable[[Any], None] | None = None) -> Any:
+    """Drive a generator engine to completion synchronously; return its result."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(ev)
+
+
+def copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of a model's weights (for warm starts)."""
+    return copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})

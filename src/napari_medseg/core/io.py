@@ -1,0 +1,285 @@
+"""File formats: NIfTI (keeps affine and voxel spacing), PNG and TIFF.
+
+The only module that knows about file formats. Everything returns a
+:class:`Volume` so spacing and affine travel with the array from the file
+through training and prediction back to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RASTER_SUFFIXES = (".png", ".tif", ".tiff")
+#: Integer-valued arrays with at most this many distinct values open as labels.
+MAX_LABEL_VALUES = 64
+
+
+@dataclass
+class Volume:
+    """An array with its place in the world.
+
+    Parameters
+    ----------
+    data : np.ndarray
+        Voxel data in file order (for NIfTI: i, j, k).
+    affine : np.ndarray
+        4x4 voxel-to-world (mm) matrix.
+    path : str or None
+        Where it came from, for error messages.
+    header : object or None
+        The original NIfTI header, reused on writing so that fields such as
+        units and intent survive a round trip.
+    """
+
+    data: np.ndarray
+    affine: np.ndarray = field(default_factory=lambda: np.eye(4))
+    path: str | None = None
+    header: Any = None
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size in mm along each spatial axis of ``data``."""
+        return spacing_from_affine(self.affine, self.data.ndim)
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """World position (mm) of voxel 0."""
+        return tuple(float(v) for v in self.affine[: min(self.data.ndim, 3), 3])
+
+
+class _Unsupported(ValueError):
+    """A file name with a suffix no reader handles."""
+
+
+def is_nifti(path: str | os.PathLike[str]) -> bool:
+    """True when the name ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_supported(path: str | os.PathLike[str]) -> bool:
+    """True for NIfTI, PNG and TIFF file names."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES + RASTER_SUFFIXES)
+
+
+def spacing_from_affine(affine: np.ndarray, ndim: int = 3) -> tuple[float, ...]:
+    """Voxel sizes (column norms of the affine's linear part).
+
+    Parameters
+    ----------
+    affine : np.ndarray
+        4x4 matrix.
+    ndim : int
+        Number of spatial axes wanted (2 or 3).
+    """
+    lin = np.asarray(affine, dtype=float)[:3, :3]
+    sp = np.sqrt((lin**2).sum(axis=0))
+    return tuple(float(s) for s in sp[: min(ndim, 3)])
+
+
+def affine_from_spacing(
+    spacing: tuple[float, ...] | list[float], origin: tuple[float, ...] | list[float] | None = None
+) -> np.ndarray:
+    """Axis-aligned 4x4 affine from voxel spacing and origin (2 or 3 values)."""
+    aff = np.eye(4)
+    for i, s in enumerate(list(spacing)[:3]):
+        aff[i, i] = float(s)
+    if origin is not None:
+        for i, o in enumerate(list(origin)[:3]):
+            aff[i, 3] = float(o)
+    return aff
+
+
+def read_volume(path: str | os.PathLike[str]) -> Volume:
+    """Read a NIfTI, PNG or TIFF file.
+
+    Raises
+    ------
+    FileNotFoundError
+        The file does not exist.
+    ValueError
+        The file is not a readable image of a supported format; the message
+        names the file and what to do.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file. Check the path.")
+    name = p.name.lower()
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            img = nib.load(str(p))
+            data = np.asanyarray(img.dataobj)
+            vol = Volume(np.asarray(data), np.asarray(img.affine, dtype=float), str(p), img.header)
+        elif name.endswith((".tif", ".tiff")):
+            import tifffile
+
+            vol = Volume(np.asarray(tifffile.imread(str(p))), np.eye(4), str(p))
+        elif name.endswith(".png"):
+            import imageio.v3 as iio
+
+            vol = Volume(np.asarray(iio.imread(str(p))), np.eye(4), str(p))
+        else:
+            raise _Unsupported(
+                f"{p}: unsupported file type; expected one of "
+                f"{', '.join(NIFTI_SUFFIXES + RASTER_SUFFIXES)}."
+            )
+    except Exception as exc:  # nibabel/gzip/tifffile raise many types for corrupt files
+        if isinstance(exc, (FileNotFoundError, _Unsupported)):
+            raise
+        raise ValueError(f"{p}: cannot be read ({type(exc).__name__}: {exc}). The file looks "
+                         "corrupt, truncated or of another format; export it again.") from exc
+    return vol
+
+
+def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volume:
+    """Read a file that must hold one 2D or 3D scalar volume.
+
+    A trailing singleton axis (e.g. ``(240, 240, 155, 1)``) is dropped;
+    RGB(A) PNGs whose channels are equal become grey. Anything else with more
+    axes is refused with a message saying how to split it.
+    """
+    vol = read_volume(path)
+    data = vol.data
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 3 and not is_nifti(path) and data.shape[-1] in (3, 4):
+        rgb = data[..., :3]
+        if np.all(rgb == rgb[..., :1]):
+            data = rgb[..., 0]
+    if data.ndim > 3:
+        raise ValueError(
+            f"{vol.path}: expected a 3D volume, got a {data.ndim}D array of shape {data.shape}. "
+            "Split it into one file per channel/time point (e.g. fslsplit) and pass each "
+            "channel file after --image."
+        )
+    if data.ndim < 2 or (data.ndim == 2 and not allow_2d):
+        raise ValueError(f"{vol.path}: expected a 2D or 3D image, got shape {data.shape}.")
+    vol.data = data
+    return vol
+
+
+def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -> bool:
+    """Decide whether an array is a label map rather than an intensity image.
+
+    Integer (or integer-valued float, as BraTS stores its labels) data with at
+    most ``max_values`` distinct non-negative values is a label map.
+    """
+    if data.dtype == bool:
+        return True
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        return False
+    flat = data.reshape(-1)
+    # A cheap look at a subsample rejects most intensity images before np.unique.
+    sample = flat[:: max(1, flat.size // 20000)]
+    for arr in (sample, flat):
+        if np.issubdtype(arr.dtype, np.floating):
+            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                return False
+        if arr.size and arr.min() < 0:
+            return False
+        if len(np.unique(arr)) > max_values:
+            return False
+    return True
+
+
+def _atomic_target(path: Path) -> tuple[int, str]:
+    suffix = "".join(path.suffixes) or ".tmp"
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
+
+
+def write_nifti(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    affine: np.ndarray | None = None,
+    *,
+    header: Any = None,
+) -> str:
+    """Write ``data`` as NIfTI with ``affine``, atomically (temp file, rename).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Target; ``.nii`` or ``.nii.gz``.
+    data : np.ndarray
+        2D or 3D array (booleans are stored as uint8).
+    affine : np.ndarray or None
+        4x4 voxel-to-world; identity when None.
+    header : nibabel header or None
+        Reused (units, descriptions) when given; dtype and scaling are reset
+        to the data's.
+
+    Returns
+    -------
+    str
+        The path written.
+    """
+    import nibabel as nib
+
+    p = Path(path)
+    if not is_nifti(p):
+        raise ValueError(f"{p}: NIfTI output needs a .nii or .nii.gz name.")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.asarray(data)
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.dtype == np.int64:
+        arr = arr.astype(np.int32)  # int64 NIfTI is poorly supported by other viewers
+    aff = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+    hdr = header.copy() if header is not None else None
+    img = nib.Nifti1Image(arr, aff, header=hdr)
+    img.set_data_dtype(arr.dtype)
+    img.header.set_slope_inter(1.0, 0.0)
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    fd, tmp = _atomic_target(p)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(p)
+
+
+def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:
+    """Write a 2D array as PNG, or any array as TIFF, atomically."""
+    p = Path(path)
+    fd, tmp = _atomic_target(p)
+    os.close(fd)
+    try:
+        if p.name.lower().endswith(".png"):
+            import imageio.v3 as iio
+
+            iio.imwrite(tmp, np.asarray(data), extension=".png")
+        else:
+            import tifffile
+
+            tifffile.imwrite(tmp, np.asarray(data))
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return str(p)
+
+
+def write_volume(
+    path: str | os.PathLike[str], data: np.ndarray, affine: np.ndarray | None = None, *,
+    header: Any = None,
+) -> str:
+    """Write NIfTI (with affine) or PNG/TIFF, chosen by the file name."""
+    if is_nifti(path):
+        return write_nifti(path, data, affine, header=header)
+    if str(path).lower().endswith(RASTER_SUFFIXES):
+        return write_raster(path, data)
+    raise ValueError(f"{path}: unsupported output type; use .nii.gz, .png or .tif.")

@@ -1,0 +1,182 @@
+"""From user arrays to training cases, and from a checkpoint to a segmentation.
+
+The same steps run at training and prediction time: per-image intensity
+normalisation, cropping to the body, resampling to the training spacing. The
+CLI and the GUI call these; the engine only sees prepared cases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_medseg.core.checkpoint import Checkpoint
+from napari_medseg.core.config import TrainConfig
+from napari_medseg.core.data import (
+    UNLABELLED,
+    Case,
+    ChannelNorm,
+    LabelMapping,
+    apply_normalization,
+    bbox,
+    check_image,
+    fit_normalization,
+    foreground_mask,
+    resample_image,
+    resample_labels,
+    resample_to_shape,
+    zoom_factors,
+)
+from napari_medseg.core.events import Progress
+
+#: Voxels kept around the body when cropping, so context reaches the border.
+CROP_MARGIN = 4
+
+
+@dataclass(frozen=True)
+class PreparedInput:
+    """A normalised, cropped, resampled image and how to undo the geometry."""
+
+    image: np.ndarray  # (C, *spatial) at the model's spacing
+    norms: tuple[ChannelNorm, ...]
+    crop: tuple[slice, ...]  # in the original grid
+    cropped_shape: tuple[int, ...]
+    full_shape: tuple[int, ...]
+    spacing: tuple[float, ...]  # of ``image``
+
+
+def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
+                  method: str, target_spacing: Sequence[float] | None, crop_foreground: bool,
+                  names: Sequence[str] | None = None) -> PreparedInput:
+    """Check, normalise, crop and resample one image (list of channel arrays).
+
+    Raises
+    ------
+    ValueError
+        Channels of different shapes, NaN values, spacing of the wrong length.
+    """
+    img = check_image(channels, names)
+    nd = img.ndim - 1
+    spacing = tuple(float(s) for s in spacing)[:nd]
+    if len(spacing) != nd:
+        raise ValueError(f"Spacing {spacing} has {len(spacing)} values for a {nd}D image.")
+    fg = foreground_mask(img)
+    crop = bbox(fg, CROP_MARGIN) if crop_foreground else tuple(slice(0, n) for n in fg.shape)
+    norms = fit_normalization(img[(slice(None), *crop)], method, fg[crop])
+    work = apply_normalization(img[(slice(None), *crop)], norms)
+    tsp = None if target_spacing is None else tuple(target_spacing)[:nd]
+    factors = zoom_factors(spacing, tsp)
+    work = resample_image(work, factors)
+    new_sp = tuple(s / f for s, f in zip(spacing, factors))
+    cropped_shape = tuple(s.stop - s.start for s in crop)
+    return PreparedInput(work, norms, crop, cropped_shape, tuple(img.shape[1:]), new_sp)
+
+
+def prepare_case(channels: Sequence[np.ndarray], label: np.ndarray, spacing: Sequence[float], *,
+                 mapping: LabelMapping, config: TrainConfig, name: str = "case",
+                 channel_names: Sequence[str] | None = None) -> tuple[Case, PreparedInput]:
+    """Turn a labelled image into a training :class:`Case`.
+
+    ``label`` holds the user's label values, with -1 (:data:`UNLABELLED`)
+    where nothing was annotated.
+    """
+    lab = np.asarray(label)
+    if lab.shape != np.shape(channels[0]):
+        raise ValueError(f"{name}: image {np.shape(channels[0])} and labels {lab.shape} differ in "
+                         "shape; resample the labels onto the image grid.")
+    if np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab)):
+        raise ValueError(f"{name}: labels contain NaN; label values must be integers.")
+    prep = prepare_input(channels, spacing, method=config.intensity_norm,
+                         target_spacing=config.spacing, crop_foreground=config.crop_foreground,
+                         names=channel_names)
+    classes = mapping.to_classes(lab)
+    outside = np.ones(lab.shape, bool)
+    outside[prep.crop] = False
+    if np.any(classes[outside] > 0):
+        # Foreground labelled outside the body crop would be lost: keep everything.
+        raise ValueError(f"{name}: foreground labels lie outside the non-zero image region; "
+                         "train with crop_foreground=False.")
+    target = resample_labels(classes[prep.crop], zoom_factors(prep.cropped_shape,
+                                                              prep.image.shape[1:]))
+    if target.shape != prep.image.shape[1:]:
+        target = _fit_shape(target, prep.image.shape[1:])
+    return Case(prep.image, target, prep.spacing, name), prep
+
+
+def _fit_shape(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Crop/pad (with unlabelled) a label array to an exact shape."""
+    out = np.full(tuple(shape), UNLABELLED, arr.dtype)
+    sl = tuple(slice(0, min(a, b)) for a, b in zip(arr.shape, shape))
+    out[sl] = arr[sl]
+    return out
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A prediction in the input's grid.
+
+    Attributes
+    ----------
+    labels : np.ndarray
+        Label values as in the training labels (e.g. 0, 1, 2, 4).
+    probabilities : np.ndarray
+        (K, *spatial) float32 class probabilities (K == 1: foreground).
+    entropy : np.ndarray
+        Predictive entropy (nats) per voxel.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    entropy: np.ndarray
+
+
+def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[float], *,
+            model: torch.nn.Module | None = None, device: str | torch.device | None = None,
+            batch_size: int = 4, channel_names: Sequence[str] | None = None,
+            tta: bool = False) -> Generator[Progress, None, Segmentation]:
+    """Segment an image with a trained checkpoint, yielding progress.
+
+    The image is prepared as in training, predicted by sliding window, then
+    resampled and pasted back into the input's full grid (outside the body
+    crop: background).
+    """
+    from napari_medseg.core.engine import pick_device
+    from napari_medseg.core.inference import predict_volume
+
+    mc, tc = ckpt.model_config, ckpt.train_config
+    if len(channels) != mc.in_channels:
+        raise ValueError(f"The model expects {mc.in_channels} channel(s)"
+                         f"{' (' + ', '.join(ckpt.channel_names) + ')' if ckpt.channel_names else ''}"
+                         f", got {len(channels)}; pass them in the training order.")
+    nd_img = np.ndim(channels[0])
+    if mc.spatial_dims == 3 and nd_img != 3:
+        raise ValueError(f"This is a 3D model; the image is {nd_img}D {np.shape(channels[0])}. "
+                         "Use a 2D model for 2D images.")
+    target_sp = ckpt.spacing
+    prep = prepare_input(channels, spacing, method=tc.intensity_norm, target_spacing=target_sp,
+                         crop_foreground=tc.crop_foreground, names=channel_names)
+    dev = pick_device(device or tc.device)
+    net = model if model is not None else ckpt.build_model()
+    patch = tuple(tc.patch_size)
+    pred = yield from predict_volume(net, prep.image, spatial_dims=mc.spatial_dims, patch_size=patch,
+                                     overlap=tc.overlap, batch_size=batch_size,
+                                     slice_axis=tc.slice_axis, device=dev, tta=tta)
+    probs = np.asarray(pred.probabilities, np.float32)
+    probs = resample_to_shape(probs, prep.cropped_shape)
+    k = probs.shape[0]
+    full = np.zeros((k, *prep.full_shape), np.float32)
+    if k > 1:
+        full[0] = 1.0  # outside the crop: certainly background
+    full[(slice(None), *prep.crop)] = probs
+    if k > 1:
+        classes = full.argmax(axis=0)
+        p = np.clip(full, 1e-7, 1.0)
+        entropy = -(p * np.log(p)).sum(axis=0)
+    else:
+        classes = (full[0] > 0.5).astype(np.int64)
+        p = np.clip(full[0], 1e-7, 1 - 1e-7)
+        entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    return Segmentation(ckpt.mapping.to_values(classes), full, entropy.astype(np.float32))

@@ -1,0 +1,203 @@
+"""Patch sampling with foreground oversampling and sparse labels, and augmentation.
+
+Sampling is numpy on the CPU (cheap slicing); augmentation runs on the batch
+tensor on the training device so a GPU does that work too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from napari_medseg.core.data import UNLABELLED, Case
+
+
+class PatchSampler:
+    """Draw training patches from cases.
+
+    Patch centres are labelled voxels only, so sparsely annotated volumes
+    (most voxels -1) still give patches with labels. With probability
+    ``fg_oversample`` the centre is a foreground voxel of a class drawn
+    uniformly among the classes present, which keeps small structures (a
+    lesion, enhancing tumour) in view.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        Volumes (C, X, Y[, Z]) with targets.
+    patch_size : tuple of int
+        Spatial patch size. With ``spatial_dims == 2`` and 3D cases, a 2D
+        patch is cut from one slice along ``slice_axis``.
+    spatial_dims : {2, 3}
+    fg_oversample : float
+    slice_axis : int
+    seed : int
+    """
+
+    def __init__(self, cases: Sequence[Case], patch_size: Sequence[int], *, spatial_dims: int,
+                 fg_oversample: float = 0.5, slice_axis: int = 2, seed: int = 0) -> None:
+        if not cases:
+            raise ValueError("No training case given.")
+        self.cases = list(cases)
+        self.spatial_dims = spatial_dims
+        case_nd = self.cases[0].target.ndim
+        if len(patch_size) != spatial_dims:
+            raise ValueError(f"patch_size {tuple(patch_size)} has {len(patch_size)} values; a "
+                             f"{spatial_dims}D model needs {spatial_dims}.")
+        if spatial_dims == 3 and case_nd == 2:
+            raise ValueError("A 3D model cannot train on 2D images; choose 2D (--dims 2).")
+        self.slice_axis = slice_axis
+        if spatial_dims == 2 and case_nd == 3:
+            ps = list(patch_size)
+            ps.insert(slice_axis, 1)
+            self.extract_size = tuple(ps)
+        else:
+            self.extract_size = tuple(int(p) for p in patch_size)
+        self.fg_oversample = fg_oversample
+        self.rng = np.random.default_rng(seed)
+        self._labelled: list[np.ndarray | None] = []
+        self._fg: list[list[np.ndarray]] = []
+        for c in self.cases:
+            t = c.target
+            if (t >= 0).sum() == 0:
+                raise ValueError(f"{c.name}: no labelled voxel; label at least one slice.")
+            # Fully labelled volumes sample uniformly without storing indices.
+            self._labelled.append(None if (t >= 0).all() else np.flatnonzero(t.reshape(-1) >= 0))
+            classes = [int(v) for v in np.unique(t) if v > 0]
+            self._fg.append([np.flatnonzero(t.reshape(-1) == k) for k in classes])
+
+    def _centre(self, i: int) -> tuple[int, ...]:
+        t = self.cases[i].target
+        fg = self._fg[i]
+        if fg and self.rng.random() < self.fg_oversample:
+            idx = fg[self.rng.integers(len(fg))]
+            flat = int(idx[self.rng.integers(idx.size)])
+        elif self._labelled[i] is None:
+            flat = int(self.rng.integers(t.size))
+        else:
+            lab = self._labelled[i]
+            flat = int(lab[self.rng.integers(lab.size)])  # type: ignore[index]
+        return tuple(int(v) for v in np.unravel_index(flat, t.shape))
+
+    def _extract(self, case: Case, centre: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        size = self.extract_size
+        shape = case.target.shape
+        # Jitter so the labelled voxel is not always at the exact centre.
+        starts = []
+        for c, p, n in zip(centre, size, shape):
+            lo = c - p + 1
+            s = int(self.rng.integers(lo, c + 1)) if p > 1 else c
+            if n >= p:
+                s = min(max(s, 0), n - p)
+            else:  # image smaller than the patch: keep all of it inside the patch
+                s = int(self.rng.integers(n - p, 1))
+            starts.append(s)
+        src, dst = [], []
+        for s, p, n in zip(starts, size, shape):
+            a, b = max(s, 0), min(s + p, n)
+            src.append(slice(a, b))
+            dst.append(slice(a - s, b - s))
+        img = np.zeros((case.image.shape[0], *size), np.float32)
+        tgt = np.full(size, UNLABELLED, np.int16)
+        if any(p > n for p, n in zip(size, shape)):
+            # Pad with each channel's minimum: the value of "outside the body".
+            img[:] = case.image.reshape(case.image.shape[0], -1).min(axis=1).reshape(
+                -1, *([1] * len(size)))
+        img[(slice(None), *dst)] = case.image[(slice(None), *src)]
+        tgt[tuple(dst)] = case.target[tuple(src)]
+        if self.spatial_dims == 2 and len(size) == 3:
+            img = img.squeeze(1 + self.slice_axis)
+            tgt = tgt.squeeze(self.slice_axis)
+        return img, tgt
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch: images (B, C, *patch) float32 and targets (B, *patch) int64 (-1 unlabelled)."""
+        imgs, tgts = [], []
+        for _ in range(batch_size):
+            i = int(self.rng.integers(len(self.cases)))
+            img, tgt = self._extract(self.cases[i], self._centre(i))
+            imgs.append(img)
+            tgts.append(tgt)
+        return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(tgts).astype(np.int64))
+
+
+def _rotation_grid(batch: int, spatial_dims: int, max_deg: float, shape: Sequence[int],
+                   gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Sampling grid for random small rotations (about the last axis pair in 2D, any in 3D)."""
+    ang = (torch.rand(batch, generator=gen) * 2 - 1) * math.radians(max_deg)
+    c, s = torch.cos(ang), torch.sin(ang)
+    if spatial_dims == 2:
+        theta = torch.zeros(batch, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = c, -s, s, c
+    else:
+        theta = torch.zeros(batch, 3, 4)
+        theta[:, 0, 0] = 1
+        theta[:, 1, 1], theta[:, 1, 2], theta[:, 2, 1], theta[:, 2, 2] = c, -s, s, c
+        # Rotate in a random plane by permuting which axis is kept fixed.
+        perm = torch.randint(0, 3, (1,), generator=gen).item()
+        idx = [(0, 1, 2), (1, 2, 0), (2, 0, 1)][int(perm)]
+        theta[:, :, :3] = theta[:, :, :3][:, list(idx)][:, :, list(idx)]
+    return F.affine_grid(theta.to(device), [batch, 1, *shape], align_corners=False)
+
+
+def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
+                  p_rotate: float = 0.3, max_deg: float = 15.0, flip_axes: Sequence[int] | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment for scanner and protocol shift: flips, intensity scale/shift, gamma, rotation.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (B, C, *spatial) normalised images.
+    y : torch.Tensor
+        (B, *spatial) int64 targets (-1 unlabelled) or (B, K, *spatial) soft targets.
+    gen : torch.Generator
+        CPU generator, seeded by the engine, for reproducible draws.
+    flip_axes : sequence of int or None
+        Spatial axes that may flip (default: all).
+    """
+    b, ch = x.shape[:2]
+    nd = x.ndim - 2
+    soft = y.ndim == x.ndim
+    dev = x.device
+    axes = range(nd) if flip_axes is None else flip_axes
+    for ax in axes:
+        flip = torch.rand(b, generator=gen) < 0.5
+        if flip.any():
+            idx = flip.nonzero().squeeze(1).to(dev)
+            x[idx] = x[idx].flip(2 + ax)
+            y[idx] = y[idx].flip((2 if soft else 1) + ax)
+    # Per-sample, per-channel intensity scale and shift (contrast/brightness drift).
+    shape = (b, ch) + (1,) * nd
+    scale = (1 + (torch.rand(shape, generator=gen) * 2 - 1) * 0.15).to(dev)
+    shift = ((torch.rand(shape, generator=gen) * 2 - 1) * 0.15).to(dev)
+    x = x * scale + shift
+    # Gamma on the per-sample range, applied to half the samples.
+    gam = torch.exp((torch.rand(shape, generator=gen) * 2 - 1) * math.log(1.4)).to(dev)
+    use = (torch.rand((b,) + (1,) * (nd + 1), generator=gen) < 0.5).to(dev)
+    flat = x.flatten(2)
+    lo = flat.amin(dim=2).view(b, ch, *([1] * nd))
+    hi = flat.amax(dim=2).view(b, ch, *([1] * nd))
+    rng = (hi - lo).clamp_min(1e-6)
+    xg = ((x - lo) / rng).clamp(0, 1).pow(gam) * rng + lo
+    x = torch.where(use, xg, x)
+    if p_rotate > 0:
+        rot = (torch.rand(b, generator=gen) < p_rotate).nonzero().squeeze(1)
+        if rot.numel():
+            grid = _rotation_grid(rot.numel(), nd, max_deg, x.shape[2:], gen, dev)
+            ridx = rot.to(dev)
+            x[ridx] = F.grid_sample(x[ridx], grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)
+            if soft:
+                y[ridx] = F.grid_sample(y[ridx], grid, mode="bilinear", padding_mode="zeros",
+                                        align_corners=False)
+            else:
+                # Nearest sampling keeps class indices; outside the patch becomes unlabelled.
+                yy = (y[ridx].unsqueeze(1).float() + 1)
+                yy = F.grid_sample(yy, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+                y[ridx] = yy.squeeze(1).long() - 1
+    return x.contiguous(), y

@@ -1,0 +1,122 @@
+"""Every CLI command end to end on small generated data, and its errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_medseg import cli
+from napari_medseg.core import io
+
+
+def test_train_predict_evaluate_end_to_end(tmp_path, nifti_case, capsys):
+    model = tmp_path / "m.pt"
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), str(nifti_case["flair"]),
+                   "--label", str(nifti_case["labels"]), "--out", str(model), "--dims", "2",
+                   "--epochs", "2", "--steps-per-epoch", "10", "--patch", "32", "--width", "8",
+                   "--depth", "3"])
+    assert rc == 0, capsys.readouterr().err
+    assert model.exists()
+    pred = tmp_path / "pred.nii.gz"
+    prob = tmp_path / "prob.nii.gz"
+    rc = cli.main(["predict", "--model", str(model), "--image", str(nifti_case["t1"]),
+                   str(nifti_case["flair"]), "--out", str(pred), "--probabilities", str(prob)])
+    assert rc == 0, capsys.readouterr().err
+    out = io.read_volume(pred)
+    np.testing.assert_allclose(out.affine, nifti_case["affine"])
+    assert out.data.shape == (48, 48, 24)
+    assert set(np.unique(out.data)) <= {0, 1, 2, 3, 4}
+    probs = io.read_volume(prob).data
+    assert probs.shape == (48, 48, 24, 5)
+    np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-4)
+    js = tmp_path / "e.json"
+    rc = cli.main(["evaluate", "--pred", str(pred), "--ref", str(nifti_case["labels"]),
+                   "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    assert set(res["dice"]) == {"1", "2", "3", "4"}
+    assert all(isinstance(res["hd95_mm"][k], (float, str, type(None))) for k in res["hd95_mm"])
+    printed = capsys.readouterr().out
+    assert "dice" in printed and "hd95_mm" in printed
+
+
+def test_evaluate_reports_absent_classes(tmp_path, capsys):
+    a = np.zeros((10, 10, 4), np.uint8)
+    a[2:5, 2:5, 1:3] = 1
+    io.write_nifti(tmp_path / "p.nii.gz", a)
+    io.write_nifti(tmp_path / "r.nii.gz", a)
+    assert cli.main(["evaluate", "--pred", str(tmp_path / "p.nii.gz"),
+                     "--ref", str(tmp_path / "r.nii.gz"), "--json", str(tmp_path / "o.json")]) == 0
+    res = json.loads((tmp_path / "o.json").read_text())
+    assert res["dice"]["1"] == pytest.approx(1.0)
+    assert res["hd95_mm"]["1"] == pytest.approx(0.0)
+
+
+def _err(capsys):
+    return capsys.readouterr().err
+
+
+def test_train_shape_mismatch_names_files(tmp_path, nifti_case, capsys):
+    io.write_nifti(tmp_path / "small.nii.gz", np.zeros((48, 48, 23), np.float32))
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), str(tmp_path / "small.nii.gz"),
+                   "--label", str(nifti_case["labels"]), "--out", str(tmp_path / "m.pt")])
+    assert rc == 2
+    err = _err(capsys)
+    assert "small.nii.gz" in err and "resample" in err
+
+
+def test_train_label_grid_mismatch(tmp_path, nifti_case, capsys):
+    io.write_nifti(tmp_path / "lab.nii.gz", np.zeros((48, 48, 20), np.uint8))
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), "--label",
+                   str(tmp_path / "lab.nii.gz"), "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "lab.nii.gz" in _err(capsys)
+
+
+def test_train_nan_image(tmp_path, nifti_case, capsys):
+    bad = io.read_volume(nifti_case["t1"]).data.copy()
+    bad[3, 3, 3] = np.nan
+    io.write_nifti(tmp_path / "nan.nii.gz", bad)
+    rc = cli.main(["train", "--image", str(tmp_path / "nan.nii.gz"), "--label",
+                   str(nifti_case["labels"]), "--out", str(tmp_path / "m.pt"), "--epochs", "1"])
+    assert rc == 2 and "NaN" in _err(capsys)
+
+
+def test_train_empty_labels(tmp_path, nifti_case, capsys):
+    io.write_nifti(tmp_path / "empty.nii.gz", np.zeros((48, 48, 24), np.uint8))
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), "--label",
+                   str(tmp_path / "empty.nii.gz"), "--out", str(tmp_path / "m.pt")])
+    err = _err(capsys)
+    assert rc == 2 and "empty.nii.gz" in err and "empty" in err
+
+
+def test_train_4d_and_corrupt_files(tmp_path, nifti_case, capsys):
+    io.write_nifti(tmp_path / "four.nii.gz", np.zeros((4, 4, 4, 2), np.float32))
+    rc = cli.main(["train", "--image", str(tmp_path / "four.nii.gz"), "--label",
+                   str(nifti_case["labels"]), "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "four.nii.gz" in _err(capsys)
+    (tmp_path / "bad.nii.gz").write_bytes(b"garbage")
+    rc = cli.main(["train", "--image", str(tmp_path / "bad.nii.gz"), "--label",
+                   str(nifti_case["labels"]), "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "bad.nii.gz" in _err(capsys)
+
+
+def test_train_unpaired_arguments(tmp_path, nifti_case, capsys):
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), "--out", str(tmp_path / "m.pt")])
+    assert rc == 2 and "--label" in _err(capsys)
+
+
+def test_predict_with_non_checkpoint(tmp_path, nifti_case, capsys):
+    import torch
+
+    torch.save({"a": torch.ones(2)}, tmp_path / "foreign.pt")
+    rc = cli.main(["predict", "--model", str(tmp_path / "foreign.pt"), "--image",
+                   str(nifti_case["t1"]), "--out", str(tmp_path / "o.nii.gz")])
+    err = _err(capsys)
+    assert rc == 2 and "foreign.pt" in err and "not a napari-medseg model" in err
+
+
+def test_headless_demo_beats_chance(monkeypatch, capsys):
+    dice = cli.run_headless_demo(seconds=None, epochs=4)
+    assert capsys.readouterr().out.count("Dice") >= 1
+    # Grey and white matter are most of the brain: chance-level Dice would be far below this.
+    assert dice[2] > 0.6 and dice[3] > 0.6

@@ -1,0 +1,139 @@
+"""Label mapping, normalisation, case preparation, patch sampling, augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_medseg.core.config import TrainConfig
+from napari_medseg.core.data import (
+    UNLABELLED,
+    Case,
+    LabelMapping,
+    apply_normalization,
+    check_image,
+    fit_normalization,
+)
+from napari_medseg.core.pipeline import prepare_case, prepare_input
+from napari_medseg.core.sampling import PatchSampler, augment_batch
+
+
+def test_label_values_round_trip():
+    lab = np.array([[0, 1, 2], [4, 4, -1]])
+    m = LabelMapping.from_labels([lab])
+    assert m.values == (0, 1, 2, 4)
+    cls = m.to_classes(lab)
+    np.testing.assert_array_equal(cls, [[0, 1, 2], [3, 3, -1]])
+    back = m.to_values(np.where(cls < 0, 0, cls))
+    np.testing.assert_array_equal(back, [[0, 1, 2], [4, 4, 0]])
+
+
+def test_float_labels_map_and_unknown_value_errors():
+    m = LabelMapping((0, 1, 2, 4))
+    np.testing.assert_array_equal(m.to_classes(np.array([0.0, 4.0, 2.0], np.float32)), [0, 3, 2])
+    with pytest.raises(ValueError, match=r"\[3\] are not among the known values"):
+        m.to_classes(np.array([0, 3]))
+
+
+def test_percentile_normalisation_is_robust_to_outliers():
+    rng = np.random.default_rng(0)
+    img = rng.normal(100, 10, size=(1, 40, 40, 10)).astype(np.float32)
+    img[0, 0, 0, 0] = 1e6
+    out = apply_normalization(img, fit_normalization(img, "percentile"))
+    assert abs(float(np.median(out))) < 0.1
+    assert out.max() < 5
+
+
+def test_zscore_inside_mask():
+    img = np.zeros((1, 20, 20), np.float32)
+    img[0, 5:15, 5:15] = np.linspace(1, 3, 100).reshape(10, 10)
+    out = apply_normalization(img, fit_normalization(img, "zscore"))
+    inside = out[0, 5:15, 5:15]
+    assert inside.mean() == pytest.approx(0, abs=1e-5)
+    assert inside.std() == pytest.approx(1, abs=1e-4)
+
+
+def test_check_image_errors():
+    with pytest.raises(ValueError, match="t1c has shape .* but flair has"):
+        check_image([np.zeros((4, 4, 4)), np.zeros((4, 4, 3))], ["flair", "t1c"])
+    bad = np.zeros((4, 4, 4))
+    bad[1, 1, 1] = np.nan
+    with pytest.raises(ValueError, match="t1c contains 1 NaN"):
+        check_image([np.zeros((4, 4, 4)), bad], ["flair", "t1c"])
+
+
+def test_prepare_case_crops_to_body_and_resamples(phantom):
+    mapping = LabelMapping.from_labels([phantom.labels])
+    img = phantom.t1.copy()
+    img[:6] = 0  # make a zero border: cropped away
+    tc = TrainConfig(patch_size=(16, 16, 16), spacing=(2.0, 2.0, 3.0))
+    case, prep = prepare_case([img], phantom.labels, phantom.spacing, mapping=mapping, config=tc)
+    assert prep.crop[0].start >= 6 - 4
+    assert case.image.shape[1:] == case.target.shape
+    assert case.spacing == pytest.approx((2.0, 2.0, 3.0), rel=0.05)
+    assert set(np.unique(case.target)) <= {-1, 0, 1, 2, 3, 4}
+
+
+def test_prepare_case_shape_mismatch():
+    tc = TrainConfig(patch_size=(8, 8, 8))
+    with pytest.raises(ValueError, match=r"image \(4, 4, 4\) and labels \(4, 4, 3\) differ"):
+        prepare_case([np.ones((4, 4, 4))], np.zeros((4, 4, 3)), (1, 1, 1),
+                     mapping=LabelMapping((0, 1)), config=tc)
+
+
+def test_sampler_only_centres_on_labelled_voxels():
+    img = np.random.default_rng(0).normal(size=(1, 40, 40, 20)).astype(np.float32)
+    tgt = np.full((40, 40, 20), UNLABELLED, np.int16)
+    tgt[:, :, 7] = 0
+    tgt[10:15, 10:15, 7] = 1  # one annotated slice
+    s = PatchSampler([Case(img, tgt, (1, 1, 1))], (16, 16), spatial_dims=2, slice_axis=2,
+                     fg_oversample=0.5, seed=0)
+    x, y = s.sample(16)
+    assert x.shape == (16, 1, 16, 16) and y.shape == (16, 16, 16)
+    # Every 2D patch comes from the annotated slice, so every patch holds labels.
+    assert all((y[i] >= 0).any() for i in range(16))
+    assert (y == 1).any()
+
+
+def test_sampler_pads_small_images_with_unlabelled():
+    img = np.ones((2, 6, 6, 6), np.float32)
+    tgt = np.zeros((6, 6, 6), np.int16)
+    tgt[2:4, 2:4, 2:4] = 1
+    s = PatchSampler([Case(img, tgt, (1, 1, 1))], (8, 8, 8), spatial_dims=3, seed=0)
+    x, y = s.sample(2)
+    assert x.shape == (2, 2, 8, 8, 8)
+    assert (y == UNLABELLED).sum() == 2 * (8**3 - 6**3)
+
+
+def test_sampler_refuses_empty_labels():
+    with pytest.raises(ValueError, match="no labelled voxel"):
+        PatchSampler([Case(np.ones((1, 4, 4)), np.full((4, 4), -1, np.int16), (1, 1))], (4, 4),
+                     spatial_dims=2)
+
+
+def test_augment_keeps_labels_valid_and_is_seeded():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 12, 12, 12)
+    y = torch.randint(-1, 3, (4, 12, 12, 12))
+    a = augment_batch(x.clone(), y.clone(), gen=g1, p_rotate=1.0)
+    b = augment_batch(x.clone(), y.clone(), gen=g2, p_rotate=1.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert set(torch.unique(a[1]).tolist()) <= {-1, 0, 1, 2}
+    assert a[0].shape == x.shape and torch.isfinite(a[0]).all()
+
+
+def test_flip_moves_image_and_label_together():
+    x = torch.zeros(8, 1, 6, 6)
+    x[:, :, 0, 0] = 1
+    y = torch.zeros(8, 6, 6, dtype=torch.long)
+    y[:, 0, 0] = 1
+    gen = torch.Generator().manual_seed(0)
+    xa, ya = augment_batch(x, y, gen=gen, p_rotate=0.0)
+    for i in range(8):
+        peak = torch.nonzero(xa[i, 0] == xa[i, 0].max())[0]
+        assert ya[i, peak[0], peak[1]] == 1
+
+
+def test_prepare_input_errors_on_spacing_length():
+    with pytest.raises(ValueError, match="Spacing"):
+        prepare_input([np.ones((4, 4, 4))], (1.0, 1.0), method="percentile", target_spacing=None,
+                      crop_foreground=False)

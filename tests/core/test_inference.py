@@ -1,0 +1,291 @@
+"""Tests for napari_medseg.core.inference (sliding window, predict_volume)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from napari_medseg.core.events import Progress
+from napari_medseg.core.inference import (
+    Prediction,
+    gaussian_importance,
+    predict_volume,
+    sliding_window,
+    tile_starts,
+)
+
+
+def drain(gen):
+    """Run a generator to the end: (events, return value)."""
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def ones_fn(k: int = 2):
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return torch.ones((x.shape[0], k, *x.shape[2:]), dtype=x.dtype, device=x.device)
+
+    return fn
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+# --------------------------------------------------------------------------- tile_starts
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    dims=st.lists(
+        st.tuples(st.integers(1, 40), st.integers(1, 16)), min_size=1, max_size=3
+    ),
+    overlap=st.floats(0.0, 0.95),
+)
+def test_tile_starts_cover_every_voxel(dims, overlap):
+    shape = tuple(s for s, _ in dims)
+    patch = tuple(p for _, p in dims)
+    padded = tuple(max(s, p) for s, p in dims)
+    starts = tile_starts(shape, patch, overlap)
+    assert len(set(starts)) == len(starts)
+    cover = np.zeros(padded, dtype=int)
+    for start in starts:
+        assert all(0 <= s <= ps - p for s, ps, p in zip(start, padded, patch))
+        cover[tuple(slice(s, s + p) for s, p in zip(start, patch))] += 1
+    assert cover.min() >= 1
+    for ax, (ps, p) in enumerate(zip(padded, patch)):
+        axis_starts = sorted({s[ax] for s in starts})
+        assert axis_starts[0] == 0
+        assert axis_starts[-1] + p == ps  # last window flush with the end
+        steps = np.diff(axis_starts)
+        # neighbours overlap by about overlap * patch (never a gap)
+        assert all(steps <= max(1, math.ceil(p * (1 - overlap))))
+
+
+def test_tile_starts_small_values_by_hand():
+    assert tile_starts((10,), (4,), 0.5) == [(0,), (2,), (4,), (6,)]
+    assert tile_starts((8,), (4,), 0.0) == [(0,), (4,)]
+    assert tile_starts((9,), (4,), 0.0) == [(0,), (2,), (5,)]
+    assert tile_starts((3, 5), (4, 5), 0.5) == [(0, 0)]  # smaller than patch: one window
+    assert tile_starts((6, 4), (4, 4), 0.5) == [(0, 0), (2, 0)]
+
+
+def test_tile_starts_errors():
+    with pytest.raises(ValueError, match="one patch size per axis"):
+        tile_starts((10, 10), (4,), 0.5)
+    with pytest.raises(ValueError, match="overlap"):
+        tile_starts((10,), (4,), 1.0)
+
+
+# --------------------------------------------------------------------------- gaussian
+
+
+@pytest.mark.parametrize("patch", [(8, 8), (7, 9), (5, 6, 7), (1, 16, 16)])
+def test_gaussian_importance_positive_centre_max(patch):
+    g = gaussian_importance(patch)
+    assert g.shape == patch and g.dtype == np.float32
+    assert g.min() > 0
+    assert g.max() == pytest.approx(1.0)
+    centre = tuple(p // 2 for p in patch)
+    assert g[centre] == g.max()
+    assert g.flat[0] < g[centre] or patch == (1,)  # border below the centre
+    for ax in range(len(patch)):  # symmetric under mirroring
+        np.testing.assert_array_equal(g, np.flip(g, ax))
+
+
+# --------------------------------------------------------------------------- sliding_window
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize(
+    ("shape", "patch"),
+    [
+        ((1, 23, 17), (8, 8)),
+        ((2, 5, 30), (8, 8)),
+        ((1, 11, 9, 13), (6, 5, 4)),
+        ((1, 3, 4, 5), (6, 6, 6)),
+    ],
+)
+def test_weights_normalise_to_exactly_one(blend, shape, patch):
+    image = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    _, out = drain(
+        sliding_window(
+            ones_fn(3), image, patch_size=patch, activation=None, blend=blend, batch_size=3
+        )
+    )
+    assert out.shape == (3, *shape[1:]) and out.dtype == torch.float32
+    assert out.device.type == "cpu"
+    assert torch.all(out == 1.0)
+
+
+@pytest.mark.parametrize("blend", ["gaussian", "constant"])
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap"),
+    [((2, 23, 17), (8, 8), 0.5), ((1, 9, 31), (16, 16), 0.25), ((1, 11, 9, 13), (6, 5, 4), 0.5)],
+)
+def test_identity_is_reproduced(blend, shape, patch, overlap):
+    image = torch.from_numpy(np.random.default_rng(1).normal(size=shape).astype(np.float32))
+    _, out = drain(
+        sliding_window(
+            identity, image, patch_size=patch, overlap=overlap, activation=None, blend=blend
+        )
+    )
+    torch.testing.assert_close(out, image, rtol=1e-5, atol=1e-5)
+
+
+def test_activation_is_applied_before_blending():
+    image = torch.randn(3, 12, 10)
+    _, soft = drain(sliding_window(identity, image, patch_size=(6, 6), activation="softmax"))
+    torch.testing.assert_close(soft, torch.softmax(image, 0), rtol=1e-5, atol=1e-6)
+    _, sig = drain(sliding_window(identity, image, patch_size=(6, 6), activation="sigmoid"))
+    torch.testing.assert_close(sig, torch.sigmoid(image), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 100])
+def test_progress_once_per_batch(batch_size):
+    shape, patch = (20, 13), (8, 8)
+    n = len(tile_starts(shape, patch, 0.5))
+    events, _ = drain(
+        sliding_window(ones_fn(), np.zeros((1, *shape)), patch_size=patch, batch_size=batch_size)
+    )
+    assert len(events) == math.ceil(n / batch_size)
+    assert all(isinstance(e, Progress) and e.stage == "predict" for e in events)
+    assert all(e.total == n for e in events)
+    assert [e.done for e in events] == sorted(e.done for e in events)
+    assert events[-1].done == n and events[-1].eta_s == pytest.approx(0.0)
+
+
+def test_sliding_window_errors():
+    with pytest.raises(ValueError, match=r"2 spatial axes"):
+        drain(sliding_window(identity, np.zeros((8, 8)), patch_size=(4, 4)))
+    with pytest.raises(ValueError, match="activation"):
+        drain(sliding_window(identity, np.zeros((1, 8, 8)), patch_size=(4, 4), activation="relu"))
+    with pytest.raises(ValueError, match=r"expected \(B, K, \*patch\)"):
+        drain(sliding_window(lambda x: x[:, :, :2], np.zeros((1, 8, 8)), patch_size=(4, 4)))
+
+
+# --------------------------------------------------------------------------- predict_volume
+
+
+def conv2d(in_ch: int = 1, out_ch: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Conv2d(in_ch, out_ch, kernel_size=1)
+
+
+def test_2d_model_on_3d_volume_equals_per_slice():
+    slice_axis = 1
+    model = conv2d(2, 3)
+    vol = torch.randn(2, 7, 5, 6)
+    events, pred = drain(
+        predict_volume(
+            model, vol, spatial_dims=2, patch_size=(8, 8), batch_size=2, slice_axis=slice_axis
+        )
+    )
+    with torch.no_grad():
+        slices = vol.movedim(1 + slice_axis, 0)  # (S, C, a, b)
+        manual = torch.softmax(model(slices), 1).movedim(0, 1 + slice_axis)
+    np.testing.assert_allclose(pred.probabilities, manual.numpy(), rtol=1e-5, atol=1e-6)
+    n_slices = vol.shape[1 + slice_axis]
+    assert len(events) == math.ceil(n_slices / 2)  # slices fit the patch: one window each
+    assert events[-1].done == events[-1].total == n_slices
+
+
+@pytest.mark.parametrize("slice_axis", [0, 2])
+def test_2d_model_slicewise_with_tiling(slice_axis):
+    model = conv2d(1, 2)
+    vol = torch.randn(1, 9, 13, 11)
+    events, pred = drain(
+        predict_volume(
+            model, vol, spatial_dims=2, patch_size=(6, 6), slice_axis=slice_axis, tta=True
+        )
+    )
+    with torch.no_grad():
+        manual = torch.softmax(model(vol.movedim(1 + slice_axis, 0)), 1).movedim(0, 1 + slice_axis)
+    np.testing.assert_allclose(pred.probabilities, manual.numpy(), rtol=1e-5, atol=1e-6)
+    assert events[-1].done == events[-1].total == vol.shape[1 + slice_axis]
+
+
+def test_predict_volume_3d_shapes_and_consistency():
+    torch.manual_seed(0)
+    model = nn.Conv3d(1, 3, kernel_size=3, padding=1)
+    model.train()
+    image = np.random.default_rng(2).normal(size=(1, 9, 10, 7)).astype(np.float32)
+    events, pred = drain(
+        predict_volume(model, image, spatial_dims=3, patch_size=(6, 6, 6), batch_size=4)
+    )
+    assert model.training  # train/eval state restored
+    assert isinstance(pred, Prediction) and pred.num_classes == 3
+    assert pred.probabilities.shape == (3, 9, 10, 7) and pred.probabilities.dtype == np.float32
+    assert pred.labels.shape == pred.entropy.shape == (9, 10, 7)
+    assert np.issubdtype(pred.labels.dtype, np.integer)
+    np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(pred.labels, pred.probabilities.argmax(0))
+    p = pred.probabilities
+    np.testing.assert_allclose(pred.entropy, -(p * np.log(p)).sum(0), rtol=1e-4, atol=1e-6)
+    assert pred.entropy.min() >= 0 and pred.entropy.max() <= math.log(3) + 1e-6
+    assert events[-1].done == events[-1].total
+
+
+def test_predict_volume_binary_sigmoid():
+    model = conv2d(1, 1)
+    image = torch.randn(1, 10, 12)
+    _, pred = drain(predict_volume(model, image, spatial_dims=2, patch_size=(8, 8)))
+    with torch.no_grad():
+        expected = torch.sigmoid(model(image[None]))[0]
+    np.testing.assert_allclose(pred.probabilities, expected.numpy(), rtol=1e-5, atol=1e-6)
+    assert pred.probabilities.shape == (1, 10, 12)
+    np.testing.assert_array_equal(pred.labels, pred.probabilities[0] > 0.5)
+    p = pred.probabilities[0]
+    h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    np.testing.assert_allclose(pred.entropy, h, rtol=1e-4, atol=1e-6)
+
+
+def test_tta_equals_plain_for_mirror_equivariant_model():
+    model = nn.Sequential(nn.Conv3d(1, 2, 1), nn.ReLU(), nn.Conv3d(2, 2, 1))
+    image = torch.randn(1, 6, 7, 5)
+    _, plain = drain(predict_volume(model, image, spatial_dims=3, patch_size=(4, 4, 4)))
+    _, tta = drain(predict_volume(model, image, spatial_dims=3, patch_size=(4, 4, 4), tta=True))
+    np.testing.assert_allclose(plain.probabilities, tta.probabilities, rtol=1e-5, atol=1e-6)
+
+
+class Declared(nn.Module):
+    in_channels = 2
+    spatial_dims = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def test_predict_volume_errors():
+    model3d = nn.Conv3d(1, 2, 1)
+    msg = r"model expects 3D \(C, X, Y, Z\) input, got shape \(1, 8, 8\)"
+    with pytest.raises(ValueError, match=msg):
+        drain(predict_volume(model3d, np.zeros((1, 8, 8)), spatial_dims=3, patch_size=(4, 4, 4)))
+    with pytest.raises(ValueError, match="add a channel axis"):
+        drain(predict_volume(model3d, np.zeros((8, 8, 8)), spatial_dims=3, patch_size=(4, 4, 4)))
+    with pytest.raises(ValueError, match="patch_size"):
+        drain(predict_volume(model3d, np.zeros((1, 8, 8, 8)), spatial_dims=3, patch_size=(4, 4)))
+    with pytest.raises(ValueError, match=r"model expects 2D"):
+        drain(predict_volume(conv2d(), np.zeros((8, 8)), spatial_dims=2, patch_size=(4, 4)))
+    with pytest.raises(ValueError, match="2 input channel"):
+        drain(
+            predict_volume(
+                Declared(), np.zeros((1, 8, 8, 8)), spatial_dims=3, patch_size=(4, 4, 4)
+            )
+        )
+    with pytest.raises(ValueError, match="model is 3D"):
+        drain(predict_volume(Declared(), np.zeros((2, 8, 8)), spatial_dims=2, patch_size=(4, 4)))

@@ -1,0 +1,82 @@
+"""NIfTI/PNG/TIFF reading and writing, label detection, clear errors for bad files."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+from napari_medseg.core import io
+
+
+def test_nifti_round_trip_keeps_affine_and_data(tmp_path):
+    aff = np.array([[0.8, 0, 0, -90.5], [0, 0.8, 0, 12.0], [0, 0, 6.5, -3.0], [0, 0, 0, 1]])
+    data = np.random.default_rng(0).normal(size=(7, 5, 3)).astype(np.float32)
+    io.write_nifti(tmp_path / "a.nii.gz", data, aff)
+    vol = io.read_volume(tmp_path / "a.nii.gz")
+    np.testing.assert_array_equal(vol.data, data)
+    np.testing.assert_allclose(vol.affine, aff)
+    assert vol.spacing == pytest.approx((0.8, 0.8, 6.5))
+    assert vol.origin == pytest.approx((-90.5, 12.0, -3.0))
+
+
+def test_spacing_from_rotated_affine():
+    c, s = np.cos(0.3), np.sin(0.3)
+    aff = np.eye(4)
+    aff[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag([2.0, 3.0, 4.0])
+    assert io.spacing_from_affine(aff) == pytest.approx((2.0, 3.0, 4.0))
+
+
+def test_write_is_atomic_no_temp_left(tmp_path):
+    io.write_nifti(tmp_path / "x.nii.gz", np.zeros((3, 3, 3), np.uint8))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]
+
+
+@pytest.mark.parametrize("data,expected", [
+    (np.array([[0, 1], [2, 4]], np.float32), True),       # BraTS stores labels as float32
+    (np.arange(1000).reshape(10, 100).astype(np.int16), False),  # too many values
+    (np.array([[0.5, 1.0], [2.0, 3.0]]), False),           # not integer-valued
+    (np.array([[-3, 1], [2, 4]], np.int16), False),        # negative: intensities (CT)
+    (np.zeros((4, 4), bool), True),
+])
+def test_looks_like_labels(data, expected):
+    assert io.looks_like_labels(data) is expected
+
+
+def test_png_and_tiff_round_trip(tmp_path):
+    a = (np.arange(64).reshape(8, 8) % 3).astype(np.uint8)
+    io.write_volume(tmp_path / "a.png", a)
+    io.write_volume(tmp_path / "a.tif", a)
+    np.testing.assert_array_equal(io.read_spatial(tmp_path / "a.png").data, a)
+    np.testing.assert_array_equal(io.read_spatial(tmp_path / "a.tif").data, a)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        io.read_volume(tmp_path / "nope.nii.gz")
+
+
+def test_corrupt_file_names_the_file(tmp_path):
+    p = tmp_path / "broken.nii.gz"
+    p.write_bytes(gzip.compress(b"not a nifti header at all" * 3))
+    with pytest.raises(ValueError, match="broken.nii.gz.*cannot be read"):
+        io.read_volume(p)
+
+
+def test_truncated_file(tmp_path):
+    good = tmp_path / "good.nii.gz"
+    io.write_nifti(good, np.random.default_rng(0).normal(size=(20, 20, 20)).astype(np.float32))
+    bad = tmp_path / "trunc.nii.gz"
+    bad.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match="trunc.nii.gz"):
+        io.read_spatial(bad)
+
+
+def test_4d_file_is_refused_with_a_fix(tmp_path):
+    io.write_nifti(tmp_path / "four.nii.gz", np.zeros((4, 4, 4, 2), np.float32))
+    with pytest.raises(ValueError, match="four.nii.gz.*4D.*one file per channel"):
+        io.read_spatial(tmp_path / "four.nii.gz")
+
+
+def test_trailing_singleton_axis_is_dropped(tmp_path):
+    io.write_nifti(tmp_path / "s.nii.gz", np.ones((4, 4, 4, 1), np.float32))
+    assert io.read_spatial(tmp_path / "s.nii.gz").data.shape == (4, 4, 4)
