@@ -71,6 +71,11 @@ def test_prepare_case_crops_to_body_and_resamples(phantom):
     assert case.image.shape[1:] == case.target.shape
     assert case.spacing == pytest.approx((2.0, 2.0, 3.0), rel=0.05)
     assert set(np.unique(case.target)) <= {-1, 0, 1, 2, 3, 4}
+    # Resampling keeps each class's volume in mm^3 (within the rounding of nearest neighbour).
+    for k in (2, 3, 4):
+        before = (phantom.labels == k).sum() * np.prod(phantom.spacing)
+        after = (case.target == k).sum() * np.prod(case.spacing)
+        assert after == pytest.approx(before, rel=0.25)
 
 
 def test_prepare_case_shape_mismatch():

@@ -90,14 +90,23 @@ class ChannelNorm:
 
 
 def foreground_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels where any channel is non-zero, when zero marks outside the body.
+    """Voxels inside the body: where any channel differs from its background value.
 
-    Skull-stripped MR (BraTS) is exactly 0 outside the brain; when almost
-    every voxel is non-zero (raw images, phantoms with noise) the whole image
+    Skull-stripped MR is constant outside the brain: 0, or a negative constant
+    once z-scored inside the brain (BraTS). A channel's background value is
+    its corner voxel's value when at least 10% of the voxels share it; when no
+    channel has such a background (raw images, noisy phantoms) the whole image
     counts.
     """
-    fg = np.any(image != 0, axis=0)
-    if fg.mean() > 0.98 or fg.sum() < 10:
+    fg = np.zeros(image.shape[1:], bool)
+    found = False
+    corner = (0,) * (image.ndim - 1)
+    for c in range(image.shape[0]):
+        differs = image[c] != image[c][corner]
+        if differs.mean() < 0.9:
+            fg |= differs
+            found = True
+    if not found or fg.sum() < 10:
         return np.ones(image.shape[1:], bool)
     return fg
 

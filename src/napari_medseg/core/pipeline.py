@@ -35,6 +35,39 @@ from napari_medseg.core.events import Progress
 #: Voxels kept around the body when cropping, so context reaches the border.
 CROP_MARGIN = 4
 
+#: A constant "outside" value must cover at least this fraction of the image to count.
+MIN_OUTSIDE_FRACTION = 0.05
+
+
+def body_mask(image: np.ndarray) -> np.ndarray:
+    """Voxels inside the body of a (C, *spatial) image.
+
+    Zero outside the body (skull-stripped MR) is handled by
+    :func:`~napari_medseg.core.data.foreground_mask`. Images normalised inside
+    a mask often carry another constant outside it instead: BraTS volumes
+    z-scored inside the brain hold one negative value everywhere else. A
+    channel whose image corners all share one value, and where that value
+    covers at least :data:`MIN_OUTSIDE_FRACTION` of the voxels, marks the
+    body as the voxels differing from it; the body is the union over such
+    channels. Without a constant background the whole image counts.
+    """
+    fg = foreground_mask(image)
+    if not fg.all():
+        return fg
+    nd = image.ndim - 1
+    corners = [tuple(i * (n - 1) for i, n in zip(c, image.shape[1:]))
+               for c in np.ndindex(*(2,) * nd)]
+    body: np.ndarray | None = None
+    for ch in image:
+        vals = {float(ch[c]) for c in corners}
+        if len(vals) != 1:
+            continue
+        inside = ch != vals.pop()
+        if 1.0 - inside.mean() < MIN_OUTSIDE_FRACTION or inside.sum() < 10:
+            continue
+        body = inside if body is None else body | inside
+    return fg if body is None else body
+
 
 @dataclass(frozen=True)
 class PreparedInput:
@@ -63,7 +96,7 @@ def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
     spacing = tuple(float(s) for s in spacing)[:nd]
     if len(spacing) != nd:
         raise ValueError(f"Spacing {spacing} has {len(spacing)} values for a {nd}D image.")
-    fg = foreground_mask(img)
+    fg = body_mask(img)
     crop = bbox(fg, CROP_MARGIN) if crop_foreground else tuple(slice(0, n) for n in fg.shape)
     norms = fit_normalization(img[(slice(None), *crop)], method, fg[crop])
     work = apply_normalization(img[(slice(None), *crop)], norms)
@@ -99,8 +132,9 @@ def prepare_case(channels: Sequence[np.ndarray], label: np.ndarray, spacing: Seq
         # Foreground labelled outside the body crop would be lost: keep everything.
         raise ValueError(f"{name}: foreground labels lie outside the non-zero image region; "
                          "train with crop_foreground=False.")
-    target = resample_labels(classes[prep.crop], zoom_factors(prep.cropped_shape,
-                                                              prep.image.shape[1:]))
+    # zoom_factors(a, b) = a / b: new shape over cropped shape.
+    target = resample_labels(classes[prep.crop], zoom_factors(prep.image.shape[1:],
+                                                              prep.cropped_shape))
     if target.shape != prep.image.shape[1:]:
         target = _fit_shape(target, prep.image.shape[1:])
     return Case(prep.image, target, prep.spacing, name), prep
