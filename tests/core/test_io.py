@@ -35,7 +35,8 @@ def test_write_is_atomic_no_temp_left(tmp_path):
     (np.array([[0, 1], [2, 4]], np.float32), True),       # BraTS stores labels as float32
     (np.arange(1000).reshape(10, 100).astype(np.int16), False),  # too many values
     (np.array([[0.5, 1.0], [2.0, 3.0]]), False),           # not integer-valued
-    (np.array([[-3, 1], [2, 4]], np.int16), False),        # negative: intensities (CT)
+    (np.array([[-3, 1], [2, 4]], np.int16), False),        # below -1: intensities (CT)
+    (np.array([[-1, 1], [0, 0]], np.int16), True),         # -1: unlabelled (sparse labels)
     (np.zeros((4, 4), bool), True),
 ])
 def test_looks_like_labels(data, expected):

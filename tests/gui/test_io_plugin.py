@@ -53,3 +53,13 @@ def test_sample_data_opens_in_viewer(make_napari_viewer):
     tissue = viewer.layers["phantom tissue"]
     assert set(np.unique(tissue.data)) == {0, 1, 2, 3, 4}
     np.testing.assert_allclose(tissue.scale, (1.0, 1.0, 1.5))
+
+
+def test_demo_viewer_opens_with_sample_layers(qtbot):
+    from napari_medseg.gui.launch import open_demo_viewer
+
+    viewer = open_demo_viewer(run=False)
+    try:
+        assert "phantom T1" in viewer.layers and "phantom tissue" in viewer.layers
+    finally:
+        viewer.close()

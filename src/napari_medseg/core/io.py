@@ -170,7 +170,8 @@ def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -
     """Decide whether an array is a label map rather than an intensity image.
 
     Integer (or integer-valued float, as BraTS stores its labels) data with at
-    most ``max_values`` distinct non-negative values is a label map.
+    most ``max_values`` distinct values, none below -1 (-1 marks unlabelled
+    voxels of a sparse annotation), is a label map.
     """
     if data.dtype == bool:
         return True
@@ -183,7 +184,7 @@ def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -
         if np.issubdtype(arr.dtype, np.floating):
             if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
                 return False
-        if arr.size and arr.min() < 0:
+        if arr.size and arr.min() < -1:
             return False
         if len(np.unique(arr)) > max_values:
             return False
