@@ -78,6 +78,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             if v.data.shape != lv.data.shape:
                 raise CliError(f"{v.path} has shape {v.data.shape} but {lv.path} has "
                                f"{lv.data.shape}; resample the labels onto the image grid.")
+    masks: list[str] = args.label_mask or []
+    if masks and len(masks) != len(labs):
+        raise CliError(f"Give one --label-mask per --label (got {len(masks)} and {len(labs)}).")
+    for m, lv in zip(masks, labs):
+        mv = io.read_spatial(m)
+        if mv.data.shape != lv.data.shape:
+            raise CliError(f"{m} has shape {mv.data.shape} but {lv.path} has {lv.data.shape}.")
+        # Voxels outside the annotation mask are unlabelled, not background.
+        lv.data = np.where(mv.data > 0, np.asarray(lv.data, np.float32), -1).astype(np.float32)
     for lv in labs:
         if lv.data.size and not np.any(lv.data > 0):
             raise CliError(f"{lv.path}: label volume is empty (no value > 0); label at least one "
@@ -97,7 +106,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     tc = TrainConfig(patch_size=patch, batch_size=args.batch_size or (2 if dims == 3 else 8),
                      loss=args.loss, epochs=args.epochs if args.epochs or not args.minutes else None,
                      minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-                     device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis)
+                     device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
+                     val_fraction=args.val_fraction)
     out_ch = 1 if args.loss == "bce" else mapping.num_classes
     mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
                      out_channels=out_ch, base_width=args.width, depth=args.depth)
@@ -273,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel files of one case (repeat --image/--label per case)")
     t.add_argument("--label", action="append", metavar="L", help="label file of that case; "
                    "-1 marks unlabelled voxels")
+    t.add_argument("--label-mask", action="append", metavar="M", help="optional, one per "
+                   "--label: voxels where M is 0 are unlabelled (sparse annotation)")
+    t.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction of "
+                   "the cases (at least one) to pick the best model")
     t.add_argument("--out", required=True, metavar="MODEL.pt")
     t.add_argument("--dims", type=int, choices=(2, 3))
     t.add_argument("--arch", choices=("unet", "encdec", "fcn"), default="unet")

@@ -120,3 +120,15 @@ def test_headless_demo_beats_chance(monkeypatch, capsys):
     assert capsys.readouterr().out.count("Dice") >= 1
     # Grey and white matter are most of the brain: chance-level Dice would be far below this.
     assert dice[2] > 0.6 and dice[3] > 0.6
+
+
+def test_train_with_sparse_label_mask(tmp_path, nifti_case, capsys):
+    mask = np.zeros((48, 48, 24), np.uint8)
+    mask[:, :, 10:13] = 1  # three annotated slices
+    io.write_nifti(tmp_path / "mask.nii.gz", mask)
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), "--label", str(nifti_case["labels"]),
+                   "--label-mask", str(tmp_path / "mask.nii.gz"), "--out", str(tmp_path / "m.pt"),
+                   "--dims", "2", "--epochs", "1", "--steps-per-epoch", "3", "--patch", "32",
+                   "--width", "4", "--depth", "2"])
+    assert rc == 0, capsys.readouterr().err
+    assert (tmp_path / "m.pt").exists()

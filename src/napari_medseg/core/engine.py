@@ -205,9 +205,16 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     use_amp = tc.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    vcases = list(val_cases) if val_cases else list(train_cases)
+    if not val_cases and tc.val_fraction > 0 and len(train_cases) >= 2:
+        # Hold out the last cases: the best-model choice then reflects unseen data.
+        n_val = min(len(train_cases) - 1, max(1, round(len(train_cases) * tc.val_fraction)))
+        vcases = list(train_cases[-n_val:])
+        train_cases = list(train_cases[:-n_val])
+        yield Message(f"validating on {n_val} held-out case(s): "
+                      + ", ".join(c.name for c in vcases))
     sampler = PatchSampler(train_cases, tc.patch_size, spatial_dims=mc.spatial_dims,
                            fg_oversample=tc.fg_oversample, slice_axis=tc.slice_axis, seed=tc.seed)
-    vcases = list(val_cases) if val_cases else list(train_cases)
 
     total_steps = None if tc.epochs is None else tc.epochs * tc.steps_per_epoch
     budget_s = None if tc.minutes is None else tc.minutes * 60.0
