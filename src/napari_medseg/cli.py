@@ -121,11 +121,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
         cases.append(case)
     fps = [fingerprint(v.data) for g in vols for v in g]
-    print(f"{len(cases)} case(s), {mc.in_channels} channel(s), label values "
-          f"{list(mapping.values)}, {dims}D {args.arch}, patch {patch}", flush=True)
+    # Under torchrun only rank 0 reports (each rank would print the same lines).
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if main_rank:
+        print(f"{len(cases)} case(s), {mc.in_channels} channel(s), label values "
+              f"{list(mapping.values)}, {dims}D {args.arch}, patch {patch}", flush=True)
     res = run(fit(cases, model_config=mc, train_config=tc, mapping=mapping,
                   checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
-                  fingerprints=fps), _print_event)
+                  fingerprints=fps), _print_event if main_rank else None)
+    if not main_rank:
+        return 0
     best = "n/a" if res.best_dice is None else f"{res.best_dice:.3f}"
     print(f"saved {args.out} ({res.steps} steps, best validation dice {best})")
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from napari_medseg.core import distributed
 from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import Case, ChannelNorm, LabelMapping
@@ -193,14 +194,24 @@ def fit(
     from napari_medseg.core.models import build_model
 
     gen = seed_everything(tc.seed)
-    device = pick_device(tc.device)
-    yield Message(f"training on {device.type}", extra={"device": device.type})
+    dist_info, device = distributed.setup(pick_device(tc.device))
+    main = dist_info.is_main
+    where = f"{device.type}" + (f", {dist_info.world_size} processes (DDP)" if dist_info.enabled
+                                 else "")
+    yield Message(f"training on {where}", extra={"device": device.type,
+                                                  "world_size": dist_info.world_size})
     model = build_model(mc)
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
     mem_fmt = torch.channels_last if mc.spatial_dims == 2 else torch.channels_last_3d
     model = model.to(memory_format=mem_fmt)
+    net: torch.nn.Module = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(tc.loss, num_classes=mc.out_channels)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     use_amp = tc.amp and device.type == "cuda"
@@ -214,7 +225,8 @@ def fit(
         yield Message(f"validating on {n_val} held-out case(s): "
                       + ", ".join(c.name for c in vcases))
     sampler = PatchSampler(train_cases, tc.patch_size, spatial_dims=mc.spatial_dims,
-                           fg_oversample=tc.fg_oversample, slice_axis=tc.slice_axis, seed=tc.seed)
+                           fg_oversample=tc.fg_oversample, slice_axis=tc.slice_axis,
+                           seed=tc.seed + 1000 * dist_info.rank)  # each rank its own patches
 
     total_steps = None if tc.epochs is None else tc.epochs * tc.steps_per_epoch
     budget_s = None if tc.minutes is None else tc.minutes * 60.0
@@ -247,7 +259,8 @@ def fit(
             epoch += 1
             ep_losses = []
             for _ in range(tc.steps_per_epoch):
-                if should_stop is not None and should_stop():
+                want_stop = should_stop is not None and should_stop()
+                if distributed.any_rank(want_stop, dist_info, device):
                     stopped = done = True
                     break
                 frac = progress_frac(time.perf_counter() - t0)
@@ -261,7 +274,7 @@ def fit(
                     x, y = augment_batch(x, y, gen=gen)
                 x = x.contiguous(memory_format=mem_fmt)
                 with torch.autocast(device.type, enabled=use_amp):
-                    logits = model(x)
+                    logits = net(x)
                     loss = loss_fn(logits.float(), y)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -275,7 +288,9 @@ def fit(
                 f = progress_frac(elapsed)
                 eta = elapsed * (1 - f) / f if f > 0 else None
                 yield StepDone(step, epoch, float(np.mean(running[-20:])), lr, elapsed, eta, total_steps)
-                if (total_steps and step >= total_steps) or (budget_s and elapsed >= budget_s):
+                limit = bool((total_steps and step >= total_steps) or
+                             (budget_s and elapsed >= budget_s))
+                if distributed.any_rank(limit, dist_info, device):
                     done = True
                     break
             if not ep_losses:
@@ -284,6 +299,8 @@ def fit(
             f = progress_frac(elapsed)
             yield EpochDone(epoch, step, float(np.mean(ep_losses)), elapsed,
                             elapsed * (1 - f) / f if f > 0 else None)
+            if not main:  # rank 0 validates and saves; the others go on to the next epoch
+                continue
             dice = validate(model, vcases, model_config=mc, train_config=tc, device=device,
                             num_classes=num_classes)
             vals = [d for d in dice.values() if d is not None]
@@ -296,19 +313,21 @@ def fit(
             if improved:
                 best = mean
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if checkpoint_path:
+                if checkpoint_path and main:
                     save_checkpoint(checkpoint_path, make_ckpt(best_state))
             yield Validated(epoch, step, dice_by_value, mean, improved, time.perf_counter() - t0)
     except GeneratorExit:
         stopped = True
-        if checkpoint_path and best is None:
+        if checkpoint_path and best is None and main:
             save_checkpoint(checkpoint_path, make_ckpt(
                 {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
         raise
+    finally:
+        distributed.teardown(dist_info)
     if best is None:  # stopped before the first validation: keep the current weights
         best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt = make_ckpt(best_state)
-    if checkpoint_path and (best is None or stopped):
+    if checkpoint_path and main and (best is None or stopped):
         save_checkpoint(checkpoint_path, ckpt)
     final = build_model(mc)
     final.load_state_dict(best_state)
