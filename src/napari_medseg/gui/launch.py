@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def dock_widgets(viewer: Any) -> tuple[Any, Any]:
+    """Dock the training and prediction widgets on the right of ``viewer``."""
+    from napari_medseg.gui.predict_widget import PredictWidget
+    from napari_medseg.gui.train_widget import TrainWidget
+
+    train = TrainWidget(viewer)
+    predict = PredictWidget(viewer)
+    viewer.window.add_dock_widget(train, area="right", name="Train segmentation")
+    viewer.window.add_dock_widget(predict, area="right", name="Predict segmentation",
+                                  tabify=True)
+    return train, predict
+
 
 def open_demo_viewer(*, run: bool = True):  # -> napari.Viewer
-    """Start a viewer on the brain phantom; block in the Qt event loop when ``run``."""
+    """Start a viewer on the brain phantom with the widgets docked; block in the Qt event
+    loop when ``run``."""
     import napari
 
     viewer = napari.Viewer(title="napari-medseg demo")
     viewer.open_sample("napari-medseg", "brain_phantom")
     viewer.dims.ndisplay = 2
+    viewer.dims.order = (2, 0, 1)  # slide through axial slices (z), as a 2D model sees them
+    dock_widgets(viewer)
     if run:
         napari.run()
     return viewer

@@ -1,0 +1,89 @@
+"""Make the README screenshots of the training and prediction widgets.
+
+Run with a display (or ``xvfb-run -a python docs/screenshots.py``). It opens
+napari on the brain phantom, keeps labels on every 5th axial slice only (as
+a user would paint them), trains a small 2D UNet for 7 short epochs, predicts the
+volume and saves ``docs/*.png``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def wait(cond, timeout: float) -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    t0 = time.time()
+    while not cond() and time.time() - t0 < timeout:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def shot(viewer, name: str) -> None:
+    import imageio.v3 as iio
+
+    wait(lambda: False, 0.5)  # let the canvas and docks repaint
+    img = viewer.screenshot(canvas_only=False, flash=False)
+    iio.imwrite(HERE / name, img)
+    print(f"wrote docs/{name} {img.shape}", flush=True)
+
+
+def main(epochs: int = 7) -> int:
+    import napari
+
+    from napari_medseg.gui.launch import dock_widgets
+
+    viewer = napari.Viewer(title="napari-medseg", show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-medseg", "brain_phantom")
+    for layer in list(viewer.layers):
+        if layer.name.startswith("rater"):
+            viewer.layers.remove(layer)
+    tissue = viewer.layers["phantom tissue"]
+    sparse = np.zeros_like(tissue.data, dtype=np.int32)
+    sparse[..., ::5] = tissue.data[..., ::5]
+    tissue.visible = False
+    viewer.add_labels(sparse, name="my labels", scale=tissue.scale,
+                      metadata=dict(tissue.metadata), opacity=0.6)
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 20 * tissue.scale[2])
+    train, predict = dock_widgets(viewer)
+    train.set_channels(["phantom T1", "phantom FLAIR"])
+    train.labels_combo.setCurrentText("my labels")
+    train.limit_combo.setCurrentText("epochs")  # the same picture on a slow or a fast machine
+    train.limit_spin.setValue(epochs)
+    train.steps_spin.setValue(20)
+    wait(lambda: False, 1.0)
+    docks = viewer.window._dock_widgets
+    docks["Train segmentation"].raise_()
+    assert train.start_training(), train.status.text()
+    wait(lambda: len(train.plot.mean_dice) >= 3, 300)
+    shot(viewer, "train_widget.png")
+    wait(lambda: not train.runner.busy, 600)
+    print(train.status.text(), flush=True)
+
+    viewer.layers["my labels"].visible = False
+    assert predict.predict(), predict.status.text()
+    wait(lambda: predict.last_layers and not predict.runner.busy, 120)
+    print(predict.status.text(), flush=True)
+    docks["Predict segmentation"].raise_()
+    shot(viewer, "predict_widget.png")
+    lab, prob, unc = predict.last_layers
+    lab.visible = False
+    unc.visible = True
+    viewer.layers.selection.active = unc
+    shot(viewer, "uncertainty.png")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7))

@@ -1,0 +1,372 @@
+"""Prediction widget: a model + image layers -> labels, probability and uncertainty layers.
+
+Prediction runs in a worker thread with a napari progress bar and Cancel. The
+new layers never replace existing ones and sit exactly on the input (scale,
+translate, affine). "Displayed slice" predicts only the slice under the
+viewer's slider, for a fast preview.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medseg.gui import layers as L
+from napari_medseg.gui.model_store import StoredModel, store_for
+from napari_medseg.gui.workers import JobRunner, stop_on_close
+
+WHOLE, SLICE = "whole volume", "displayed slice (preview)"
+
+
+class InputError(ValueError):
+    """Something the user can fix; shown in the widget."""
+
+
+@dataclass(frozen=True)
+class PredictPlan:
+    """What to predict: arrays in the worker, and how to paste the result back."""
+
+    channels: list[np.ndarray]
+    spacing: tuple[float, ...]
+    like: L.LayerArray
+    full_shape: tuple[int, ...]
+    axis: int | None = None  # preview: slice axis in the full volume
+    index: int | None = None  # preview: slice index
+    take: int | None = None  # preview on a slab: which slab slice is the displayed one
+    note: str = ""
+
+
+class PredictWidget(QWidget):
+    """Dock widget: segment image layers with a trained or loaded model."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.store = store_for(napari_viewer)
+        self.runner = JobRunner("prediction")
+        stop_on_close(self, self.runner, napari_viewer)
+        self.runner.on_shutdown.append(weakref.WeakMethod(self._close_pbar))
+        self._pbar: Any = None
+        self.last_layers: list[Any] = []
+        self._build_ui()
+        self.store.changed.connect(self._models_changed)
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self._layers_changed)
+        ev.removed.connect(self._layers_changed)
+        self._models_changed()
+        self._layers_changed()
+
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        row = QHBoxLayout()
+        self.model_combo = QComboBox()
+        self.model_combo.currentIndexChanged.connect(lambda *_: self._model_selected())
+        self.load_btn = QPushButton("Load…")
+        self.load_btn.clicked.connect(lambda: self.load_model())
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.load_btn)
+        form.addRow("Model", row)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
+        form.addRow(self.model_label)
+        self.channel_list = QListWidget()
+        self.channel_list.setMaximumHeight(90)
+        form.addRow("Channels", self.channel_list)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems([WHOLE, SLICE])
+        form.addRow("Predict", self.mode_combo)
+        self.tta_check = QCheckBox("test-time augmentation (mirroring; slower)")
+        form.addRow(self.tta_check)
+        self.device_combo = QComboBox()
+        from napari_medseg.core.engine import available_devices
+
+        self.device_combo.addItems(available_devices())
+        form.addRow("Device", self.device_combo)
+        lay.addLayout(form)
+        b = QHBoxLayout()
+        self.predict_btn = QPushButton("Predict")
+        self.cancel_btn = QPushButton("Cancel")
+        self.predict_btn.clicked.connect(lambda: self.predict())
+        self.cancel_btn.clicked.connect(self.cancel)
+        b.addWidget(self.predict_btn)
+        b.addWidget(self.cancel_btn)
+        lay.addLayout(b)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+        self._set_running(False)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        install = getattr(self, "_medseg_install_close_watcher", None)
+        if install:
+            install()
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #ff7070;" if error else "")
+        self.status.setText(text)
+
+    def _set_running(self, running: bool) -> None:
+        self.predict_btn.setEnabled(not running)
+        self.cancel_btn.setEnabled(running)
+        self.load_btn.setEnabled(not running)
+
+    # ------------------------------------------------------------ models / layers
+    def _models_changed(self) -> None:
+        names = list(self.store.models)
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(names)
+        if names:
+            self.model_combo.setCurrentIndex(len(names) - 1)  # the newest
+        self.model_combo.blockSignals(False)
+        self._model_selected()
+
+    def selected_model(self) -> StoredModel | None:
+        return self.store.models.get(self.model_combo.currentText())
+
+    def _model_selected(self) -> None:
+        m = self.selected_model()
+        self.model_label.setText(m.checkpoint.describe() if m else
+                                 "No model: train one in the training widget, or Load… a file.")
+        if m is not None:
+            self._check_defaults(m)
+
+    def _check_defaults(self, m: StoredModel) -> None:
+        """Check the layers named like the model's channels, else the first ones."""
+        want = list(m.checkpoint.channel_names)
+        n = m.checkpoint.model_config.in_channels
+        items = [self.channel_list.item(i) for i in range(self.channel_list.count())]
+        names = [it.text() for it in items]
+        pick = want if want and all(w in names for w in want) else names[:n]
+        for it in items:
+            it.setCheckState(Qt.CheckState.Checked if it.text() in pick
+                             else Qt.CheckState.Unchecked)
+
+    def _layers_changed(self, *_: Any) -> None:
+        checked = set(self.checked_channels())
+        self.channel_list.clear()
+        for layer in L.image_layers(self.viewer, inputs_only=True):
+            it = QListWidgetItem(layer.name)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if layer.name in checked
+                             else Qt.CheckState.Unchecked)
+            self.channel_list.addItem(it)
+        m = self.selected_model()
+        if m is not None and not checked:
+            self._check_defaults(m)
+
+    def checked_channels(self) -> list[str]:
+        out = []
+        for i in range(self.channel_list.count()):
+            it = self.channel_list.item(i)
+            if it.checkState() == Qt.CheckState.Checked:
+                out.append(it.text())
+        return out
+
+    def set_channels(self, names: list[str]) -> None:
+        """Check these layers as input channels, in the model's channel order."""
+        for i in range(self.channel_list.count()):
+            it = self.channel_list.item(i)
+            it.setCheckState(Qt.CheckState.Checked if it.text() in names
+                             else Qt.CheckState.Unchecked)
+        self._order = list(names)
+
+    def load_model(self, path: str | None = None) -> StoredModel | None:
+        from pathlib import Path
+
+        from qtpy.QtWidgets import QFileDialog
+
+        from napari_medseg.core.checkpoint import load_checkpoint
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load model", "",
+                                                  "napari-medseg model (*.pt);;All files (*)")
+            if not path:
+                return None
+        try:
+            ck = load_checkpoint(path)
+        except (ValueError, FileNotFoundError) as exc:
+            self._say(str(exc), error=True)
+            return None
+        entry = StoredModel(Path(path).name, ck, None, str(path))
+        self.store.add(entry)
+        self._say(f"Loaded {path}.")
+        return entry
+
+    # ------------------------------------------------------------ predict
+    def plan(self, m: StoredModel, mode: str) -> PredictPlan:
+        """Check the inputs against the model; raise :class:`InputError` with the reason."""
+        ck = m.checkpoint
+        names = self.checked_channels()
+        order = getattr(self, "_order", None)
+        if order and set(order) == set(names):
+            names = order
+        elif ck.channel_names and set(ck.channel_names) == set(names):
+            names = list(ck.channel_names)
+        n = ck.model_config.in_channels
+        if len(names) != n:
+            want = f" ({', '.join(ck.channel_names)})" if ck.channel_names else ""
+            raise InputError(f"The model expects {n} channel(s){want}; {len(names)} checked.")
+        chans = [L.layer_to_array(self.viewer.layers[x]) for x in names]
+        for c in chans[1:]:
+            if c.shape != chans[0].shape:
+                raise InputError(f"Channels '{chans[0].name}' {chans[0].shape} and '{c.name}' "
+                                 f"{c.shape} differ in shape; all channels must share one grid.")
+        nd = chans[0].data.ndim
+        if nd not in (2, 3):
+            raise InputError(f"'{chans[0].name}' is {nd}D; only 2D and 3D images.")
+        dims = ck.model_config.spatial_dims
+        if dims == 3 and nd == 2:
+            raise InputError(f"'{m.name}' is a 3D model; '{chans[0].name}' is a 2D image. Use "
+                             "a 2D model for 2D images.")
+        like = chans[0]
+        arrays = [c.data for c in chans]
+        note = ""
+        if dims == 2 and nd == 3:
+            note = (f"2D model on a 3D volume: slice by slice along axis "
+                    f"{ck.train_config.slice_axis}.")
+        if mode != SLICE or nd == 2:
+            return PredictPlan(arrays, like.spacing, like, like.shape, note=note)
+        layer = self.viewer.layers[names[0]]
+        if dims == 2:
+            axis = ck.train_config.slice_axis
+            idx = L.displayed_index(self.viewer, layer, axis)
+            sl = [a.take(idx, axis=axis) for a in arrays]
+            sp = tuple(s for i, s in enumerate(like.spacing) if i != axis)
+            shown = L.slider_axis(self.viewer, layer)
+            note = (f"Preview of slice {idx} along axis {axis}"
+                    + ("" if shown in (axis, None) else
+                       f" (the model's slice axis; the viewer shows axis {shown})") + ".")
+            return PredictPlan(sl, sp, like, like.shape, axis, idx, None, note)
+        axis = L.slider_axis(self.viewer, layer)
+        axis = 2 if axis is None else axis
+        idx = L.displayed_index(self.viewer, layer, axis)
+        half = max(1, ck.train_config.patch_size[axis] // 2)
+        lo, hi = max(0, idx - half), min(like.shape[axis], idx + half + 1)
+        sl = [np.take(a, np.arange(lo, hi), axis=axis) for a in arrays]
+        return PredictPlan(sl, like.spacing, like, like.shape, axis, idx, idx - lo,
+                           f"Preview of slice {idx} along axis {axis}.")
+
+    def predict(self, mode: str | None = None) -> bool:
+        """Start a prediction in a worker; False (with a message in the widget) when refused."""
+        if self.runner.busy:
+            self._say("A prediction is already running: cancel it or wait.")
+            self.runner.notify_busy()
+            return False
+        m = self.selected_model()
+        if m is None:
+            self._say("No model: train one in the training widget, or Load… a model file.",
+                      error=True)
+            return False
+        mode = mode or self.mode_combo.currentText()
+        try:
+            plan = self.plan(m, mode)
+        except InputError as exc:
+            self._say(str(exc), error=True)
+            return False
+        ck = m.checkpoint
+        device = self.device_combo.currentText()
+        tta = self.tta_check.isChecked()
+
+        def factory(should_stop: Any) -> Any:
+            from napari_medseg.core.pipeline import segment
+
+            return segment(ck, plan.channels, plan.spacing, model=m.network(), device=device,
+                           tta=tta)
+
+        from napari.utils import progress
+
+        self._pbar = progress(total=1000, desc="predicting")
+        job = self.runner.start(factory, on_event=self._on_event,
+                                on_done=lambda seg: self._on_done(seg, plan, m),
+                                on_error=lambda e: self._say(f"Prediction failed: {e}",
+                                                             error=True),
+                                on_cancelled=lambda: self._say("Prediction cancelled."),
+                                on_finished=self._on_finished, warm=False)
+        if job is None:
+            self._close_pbar()
+            return False
+        self._set_running(True)
+        self._say(((plan.note + " ") if plan.note else "") + "Predicting…")
+        return True
+
+    def cancel(self) -> None:
+        if self.runner.job is not None:
+            self.runner.job.cancel()
+            self._say("Cancelling…")
+
+    def _on_event(self, ev: Any) -> None:
+        from napari_medseg.core.events import Progress
+
+        pb = self._pbar
+        if isinstance(ev, Progress) and pb is not None:
+            eta = f", about {ev.eta_s:.0f}s left" if ev.eta_s is not None else ""
+            pb.set_description(f"predicting {ev.done}/{ev.total}{eta}")
+            n = int(round(ev.fraction * 1000))
+            if n > pb.n:
+                pb.update(n - pb.n)
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _on_finished(self) -> None:
+        self._close_pbar()
+        self._set_running(False)
+
+    def _on_done(self, seg: Any, plan: PredictPlan, m: StoredModel) -> None:
+        labels, probs, ent = seg.labels, seg.probabilities, seg.entropy
+        pmax = probs.max(axis=0) if probs.shape[0] > 1 else np.maximum(probs[0], 1 - probs[0])
+        if plan.axis is not None:
+            labels, pmax, ent = (self._embed(a, plan) for a in (labels, pmax, ent))
+        suffix = "" if plan.axis is None else f" preview (axis {plan.axis}, slice {plan.index})"
+        base = plan.like.name
+        classes = {int(v): f"label {v}" for v in m.checkpoint.mapping.values}
+        meta = {"model": m.name, "classes": classes}
+        out = [
+            L.add_array(self.viewer, labels, plan.like, f"{base} prediction{suffix}",
+                        kind="labels", opacity=0.5, metadata=meta),
+            L.add_array(self.viewer, pmax.astype(np.float32), plan.like,
+                        f"{base} probability{suffix}", colormap="viridis",
+                        contrast_limits=(0.0, 1.0), visible=False, metadata={"model": m.name}),
+            L.add_array(self.viewer, ent.astype(np.float32), plan.like,
+                        f"{base} uncertainty{suffix}", colormap="magma",
+                        contrast_limits=(0.0, max(float(np.log(max(probs.shape[0], 2))), 1e-3)),
+                        visible=False, opacity=0.7, metadata={"model": m.name}),
+        ]
+        self.last_layers = out
+        vals = sorted(int(v) for v in np.unique(labels))
+        self._say(f"Added '{out[0].name}' (label values {vals}), its probability and "
+                  "uncertainty (entropy) layers.")
+        self.viewer.layers.selection.active = out[0]
+
+    @staticmethod
+    def _embed(arr: np.ndarray, plan: PredictPlan) -> np.ndarray:
+        """Paste a predicted slice (or the displayed slice of a slab) into a full-size volume."""
+        if plan.take is not None:
+            arr = np.take(arr, plan.take, axis=plan.axis)
+        full = np.zeros(plan.full_shape, arr.dtype)
+        idx: list[Any] = [slice(None)] * len(plan.full_shape)
+        idx[plan.axis] = plan.index  # type: ignore[index]
+        full[tuple(idx)] = arr
+        return full

@@ -1,0 +1,235 @@
+"""Training and prediction widgets, clicked in a real viewer (pytest-qt, Xvfb).
+
+Kept small for two shared CPU cores: a 32x32x16 phantom, a width-8 2D UNet,
+a few epochs of a few steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtCore import Qt
+
+from napari_medseg.core.sample import brain_phantom
+
+LEFT = Qt.MouseButton.LeftButton
+TRANSLATE = (5.0, -3.0, 2.0)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return brain_phantom(shape=(32, 32, 16), seed=0, n_raters=0)
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    """Record napari notifications raised by the worker module."""
+    from napari_medseg.gui import workers
+
+    seen: dict[str, list[str]] = {"error": [], "info": []}
+    monkeypatch.setattr(workers, "show_error", lambda m: seen["error"].append(m))
+    monkeypatch.setattr(workers, "show_info", lambda m: seen["info"].append(m))
+    return seen
+
+
+def _viewer(make_napari_viewer, ph):
+    viewer = make_napari_viewer()
+    common = {"scale": ph.spacing, "translate": TRANSLATE}
+    viewer.add_image(ph.t1, name="T1", **common)
+    viewer.add_image(ph.flair, name="FLAIR", **common)
+    viewer.add_labels(ph.labels.astype(np.int32), name="tissue", **common)
+    return viewer
+
+
+def _train_widget(viewer, *, epochs=3, steps=8, minutes=None):
+    from napari_medseg.gui.train_widget import TrainWidget
+
+    w = TrainWidget(viewer)
+    viewer.window.add_dock_widget(w, name="train")
+    w.set_channels(["T1", "FLAIR"])
+    w.labels_combo.setCurrentText("tissue")
+    w.axis_combo.setCurrentIndex(2)
+    w.width_spin.setValue(8)
+    w.limit_combo.setCurrentText("minutes" if minutes else "epochs")
+    w.limit_spin.setValue(minutes or epochs)
+    w.steps_spin.setValue(steps)
+    w.batch_spin.setValue(4)
+    w.device_combo.setCurrentText("cpu")
+    return w
+
+
+def _idle(w):
+    return not w.runner.busy and w.train_btn.isEnabled()
+
+
+def test_train_warm_start_predict_save_load(make_napari_viewer, qtbot, small, tmp_path):
+    from napari_medseg.gui.predict_widget import SLICE, PredictWidget
+
+    viewer = _viewer(make_napari_viewer, small)
+    viewer.dims.order = (2, 0, 1)  # slider along z, as the model slices
+    w = _train_widget(viewer)
+    assert w.patch_edit.text() == "32 32" and w.dims_combo.currentText() == "2D"
+    n_lab = int(np.any(small.labels > 0, axis=(0, 1)).sum())
+    assert f"{n_lab} of 16 slices (axis 2) labelled" in w.stats_label.text()
+    assert not w.continue_btn.isEnabled()
+    qtbot.mouseClick(w.train_btn, LEFT)
+    assert not w.train_btn.isEnabled() and w.stop_btn.isEnabled()
+    qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=60000)
+    res = w.last_result
+    freq = np.bincount(small.labels.ravel(), minlength=5) / small.labels.size
+    chance = float(np.mean(freq[1:]))  # Dice of a random labelling with the true frequencies
+    assert res.best_dice > chance + 0.1, (res.best_dice, chance, w.status.text())
+    assert w.plot.loss and w.plot.dice and "best validation Dice" in w.status.text()
+    assert "label values [0, 1, 2, 3, 4]" in w.model_label.text()
+    steps_before = len(w.plot.loss)
+
+    # correct the labels, then warm start from the current model
+    corrected = small.labels.astype(np.int32)
+    corrected[..., :8] = 0
+    viewer.layers["tissue"].data = corrected
+    n_lab = int(np.any(corrected > 0, axis=(0, 1)).sum())
+    first = w.current
+    w.limit_spin.setValue(1)
+    qtbot.mouseClick(w.continue_btn, LEFT)
+    qtbot.waitUntil(lambda: w.current is not first and _idle(w), timeout=60000)
+    assert w.plot.marks and len(w.plot.loss) > steps_before  # curves continue, marked
+    assert w.last_result.best_dice > chance
+    assert f"{n_lab} of 16 slices" in w.stats_label.text()
+
+    # predict the whole volume with the model just trained
+    p = PredictWidget(viewer)
+    viewer.window.add_dock_widget(p, name="predict")
+    assert p.model_combo.currentText() == w.current.name
+    assert p.checked_channels() == ["T1", "FLAIR"]
+    n_layers = len(viewer.layers)
+    qtbot.mouseClick(p.predict_btn, LEFT)
+    qtbot.waitUntil(lambda: len(p.last_layers) == 3 and p.predict_btn.isEnabled(), timeout=30000)
+    lab, prob, unc = p.last_layers
+    assert len(viewer.layers) == n_layers + 3
+    assert (lab.name, prob.name, unc.name) == ("T1 prediction", "T1 probability",
+                                               "T1 uncertainty")
+    assert type(lab).__name__ == "Labels" and lab.data.shape == small.labels.shape
+    assert set(np.unique(lab.data)) <= {0, 1, 2, 3, 4}
+    assert np.mean(lab.data == small.labels) > 0.5
+    for layer in (lab, prob, unc):
+        np.testing.assert_allclose(layer.scale, small.spacing)
+        np.testing.assert_allclose(layer.translate, TRANSLATE)
+        np.testing.assert_allclose(np.diag(layer.metadata["affine"])[:3], small.spacing)
+    assert 0.0 <= prob.data.min() and prob.data.max() <= 1.0 and unc.data.max() > 0
+
+    # again: new layers, nothing overwritten
+    qtbot.mouseClick(p.predict_btn, LEFT)
+    qtbot.waitUntil(lambda: p.last_layers[0] is not lab and p.predict_btn.isEnabled(),
+                    timeout=30000)
+    assert p.last_layers[0].name == "T1 prediction [2]"
+    assert viewer.layers["T1 prediction"] is lab
+
+    # preview of the displayed slice only
+    viewer.dims.set_point(2, TRANSLATE[2] + 5 * small.spacing[2])
+    p.mode_combo.setCurrentText(SLICE)
+    qtbot.mouseClick(p.predict_btn, LEFT)
+    qtbot.waitUntil(lambda: "preview" in p.last_layers[0].name and p.predict_btn.isEnabled(),
+                    timeout=30000)
+    prev = p.last_layers[0].data
+    assert p.last_layers[0].name == "T1 prediction preview (axis 2, slice 5)"
+    assert prev[..., 5].any() and not np.delete(prev, 5, axis=2).any()
+
+    # save and load the model: the widget says what it expects
+    path = w.save_model(str(tmp_path / "m.pt"))
+    loaded = w.load_model(path)
+    assert loaded is not None and "2 channel(s) (T1, FLAIR)" in w.model_label.text()
+    assert p.model_combo.currentText() == loaded.name
+
+
+def test_stop_pause_resume_refuse_and_close(make_napari_viewer, qtbot, small, notes):
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer, minutes=5)
+    assert w.start_training()
+    qtbot.waitUntil(lambda: len(w.plot.loss) >= 2, timeout=40000)
+
+    # a second job is refused politely
+    assert not w.start_training()
+    assert notes["info"] and "already running" in notes["info"][-1]
+
+    # pause: no more steps until resumed
+    qtbot.mouseClick(w.pause_btn, LEFT)
+    qtbot.waitUntil(lambda: w.pause_btn.text() == "Resume", timeout=20000)
+    n = len(w.plot.loss)
+    qtbot.wait(1200)
+    assert len(w.plot.loss) == n and w.runner.busy
+    qtbot.mouseClick(w.pause_btn, LEFT)
+    qtbot.waitUntil(lambda: len(w.plot.loss) > n, timeout=20000)
+
+    # stop mid-run keeps a model
+    qtbot.mouseClick(w.stop_btn, LEFT)
+    qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=30000)
+    assert w.last_result.stopped and w.current is not None
+    assert "stopped" in w.status.text()
+
+    # closing the viewer stops a running job
+    assert w.start_training()
+    job = w.runner.job
+    qtbot.waitUntil(lambda: len(w.plot.loss) > 0, timeout=40000)
+    viewer.close()
+    assert job.wait(15)
+    assert not notes["error"]
+
+
+def test_worker_error_reaches_widget_and_leaves_it_ready(make_napari_viewer, qtbot, small, notes,
+                                                         monkeypatch):
+    from napari_medseg.core import engine
+    from napari_medseg.core.events import Message
+
+    def broken_fit(*args, **kwargs):
+        yield Message("training on cpu")
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(engine, "fit", broken_fit)
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer)
+    for _ in range(2):  # ready again after the failure
+        assert w.start_training()
+        qtbot.waitUntil(lambda: _idle(w) and bool(notes["error"]), timeout=20000)
+        assert "out of memory" in notes["error"][-1]
+        assert "Training failed: CUDA out of memory" in w.status.text()
+        assert w._pbar is None
+        notes["error"].clear()
+
+
+def test_clear_messages_for_bad_inputs(make_napari_viewer, small):
+    import torch
+
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.models import build_model
+    from napari_medseg.gui.model_store import StoredModel
+    from napari_medseg.gui.predict_widget import PredictWidget
+
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer)
+    lab = viewer.layers["tissue"]
+    lab.data = np.zeros_like(lab.data)
+    assert not w.start_training() and "has no labels" in w.status.text()
+    lab.data = np.ones_like(lab.data)
+    assert not w.start_training() and "Only label value 1" in w.status.text()
+    viewer.add_image(np.zeros((32, 32, 15), np.float32), name="short")
+    w.set_channels(["T1", "short"])
+    assert not w.start_training() and "differ in shape" in w.status.text()
+    w.set_channels([])
+    assert not w.start_training() and "Check at least one Image layer" in w.status.text()
+    assert not w.runner.busy
+
+    p = PredictWidget(viewer)
+    viewer.window.add_dock_widget(p, name="predict")
+    assert not p.predict() and "No model" in p.status.text()
+    mc = ModelConfig(spatial_dims=3, in_channels=1, out_channels=2, base_width=4, depth=2)
+    ck = Checkpoint(mc, TrainConfig(patch_size=(16, 16, 16)), LabelMapping((0, 1)), (), None,
+                    {k: v.clone() for k, v in build_model(mc).state_dict().items()})
+    torch.manual_seed(0)
+    p.store.add(StoredModel("3d model", ck))
+    viewer.add_image(np.zeros((32, 32), np.float32), name="flat")
+    p.set_channels(["flat"])
+    assert not p.predict() and "is a 3D model" in p.status.text()
+    p.set_channels(["T1", "FLAIR"])
+    assert not p.predict() and "expects 1 channel(s)" in p.status.text()
