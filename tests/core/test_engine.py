@@ -145,3 +145,12 @@ def test_pick_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             pick_device("cuda")
+
+
+def test_budget_follows_the_given_clock():
+    # A clock that advances 1 s per reading: a 0.1-minute budget ends after ~6 readings,
+    # however fast the machine is (a paused GUI passes a clock that stands still).
+    ticks = iter(range(10_000))
+    res = run(fit(_cases(), model_config=MC, train_config=_tc(epochs=None, minutes=0.1),
+                  mapping=LabelMapping((0, 1)), clock=lambda: float(next(ticks))))
+    assert 1 <= res.steps <= 6

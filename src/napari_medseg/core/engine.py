@@ -147,6 +147,7 @@ def fit(
     should_stop: Callable[[], bool] | None = None,
     channel_names: Sequence[str] = (),
     fingerprints: Sequence[str] = (),
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Generator[Event, None, FitResult]:
     """Train a segmentation network, yielding events; return a :class:`FitResult`.
 
@@ -167,6 +168,9 @@ def fit(
         Where to write the best model whenever it improves.
     should_stop : callable or None
         Polled between steps; True stops training (the best model is kept).
+    clock : callable
+        Seconds, for the ``minutes`` budget and ETAs; a GUI passes one that
+        stands still while the user has paused training.
     """
     tc, mc = train_config, model_config
     if len(tc.patch_size) != mc.spatial_dims:
@@ -235,7 +239,7 @@ def fit(
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     stopped = False
     step = 0
-    t0 = time.perf_counter()
+    t0 = clock()
     running: list[float] = []
 
     def progress_frac(elapsed: float) -> float:
@@ -263,7 +267,7 @@ def fit(
                 if distributed.any_rank(want_stop, dist_info, device):
                     stopped = done = True
                     break
-                frac = progress_frac(time.perf_counter() - t0)
+                frac = progress_frac(clock() - t0)
                 lr = tc.lr * (1 - frac) ** 0.9
                 for g in opt.param_groups:
                     g["lr"] = lr
@@ -284,7 +288,7 @@ def fit(
                 lv = float(loss.detach())
                 ep_losses.append(lv)
                 running.append(lv)
-                elapsed = time.perf_counter() - t0
+                elapsed = clock() - t0
                 f = progress_frac(elapsed)
                 eta = elapsed * (1 - f) / f if f > 0 else None
                 yield StepDone(step, epoch, float(np.mean(running[-20:])), lr, elapsed, eta, total_steps)
@@ -295,7 +299,7 @@ def fit(
                     break
             if not ep_losses:
                 break
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             f = progress_frac(elapsed)
             yield EpochDone(epoch, step, float(np.mean(ep_losses)), elapsed,
                             elapsed * (1 - f) / f if f > 0 else None)
@@ -309,13 +313,13 @@ def fit(
             dice_by_value = {int(mapping.values[k]): d for k, d in dice.items()}
             history.append({"epoch": epoch, "step": step, "loss": float(np.mean(ep_losses)),
                             "dice": {str(k): v for k, v in dice_by_value.items()}, "mean_dice": mean,
-                            "elapsed_s": time.perf_counter() - t0})
+                            "elapsed_s": clock() - t0})
             if improved:
                 best = mean
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
                 if checkpoint_path and main:
                     save_checkpoint(checkpoint_path, make_ckpt(best_state))
-            yield Validated(epoch, step, dice_by_value, mean, improved, time.perf_counter() - t0)
+            yield Validated(epoch, step, dice_by_value, mean, improved, clock() - t0)
     except GeneratorExit:
         stopped = True
         if checkpoint_path and best is None and main:
