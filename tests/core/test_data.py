@@ -142,3 +142,32 @@ def test_prepare_input_errors_on_spacing_length():
     with pytest.raises(ValueError, match="Spacing"):
         prepare_input([np.ones((4, 4, 4))], (1.0, 1.0), method="percentile", target_spacing=None,
                       crop_foreground=False)
+
+
+def test_constant_nonzero_background_is_cropped_and_predicted_as_background():
+    """BraTS-like: z-scored inside the brain, one negative constant outside it."""
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.models import build_model
+    from napari_medseg.core.pipeline import segment
+
+    rng = np.random.default_rng(0)
+    img = np.full((40, 40, 12), -3.6, np.float32)
+    img[10:30, 8:28, 2:10] = rng.normal(0, 1, (20, 20, 8))
+    prep = prepare_input([img], (1, 1, 1), method="percentile", target_spacing=None,
+                         crop_foreground=True)
+    assert prep.crop == (slice(6, 34), slice(4, 32), slice(0, 12))
+    mc = ModelConfig(spatial_dims=2, in_channels=1, out_channels=3, base_width=4, depth=2)
+    model = build_model(mc)
+    with torch.no_grad():  # an untrained model that says "class 2" everywhere
+        model.head.bias[:] = torch.tensor([0.0, 0.0, 50.0])
+    ck = Checkpoint(model_config=mc, train_config=TrainConfig(patch_size=(16, 16)),
+                    mapping=LabelMapping((0, 1, 5)), norms=(), spacing=None,
+                    state_dict=model.state_dict())
+    seg = run(segment(ck, [img], (1, 1, 1), model=model))
+    inside = np.zeros(img.shape, bool)
+    inside[10:30, 8:28, 2:10] = True
+    assert set(np.unique(seg.labels[~inside])) == {0}
+    assert set(np.unique(seg.labels[inside])) == {5}  # class 2 -> the user's label value 5
+    assert seg.labels.shape == img.shape

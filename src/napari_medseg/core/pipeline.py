@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy import ndimage as ndi
 
 from napari_medseg.core.checkpoint import Checkpoint
 from napari_medseg.core.config import TrainConfig
@@ -35,40 +36,6 @@ from napari_medseg.core.events import Progress
 #: Voxels kept around the body when cropping, so context reaches the border.
 CROP_MARGIN = 4
 
-#: A constant "outside" value must cover at least this fraction of the image to count.
-MIN_OUTSIDE_FRACTION = 0.05
-
-
-def body_mask(image: np.ndarray) -> np.ndarray:
-    """Voxels inside the body of a (C, *spatial) image.
-
-    Zero outside the body (skull-stripped MR) is handled by
-    :func:`~napari_medseg.core.data.foreground_mask`. Images normalised inside
-    a mask often carry another constant outside it instead: BraTS volumes
-    z-scored inside the brain hold one negative value everywhere else. A
-    channel whose image corners all share one value, and where that value
-    covers at least :data:`MIN_OUTSIDE_FRACTION` of the voxels, marks the
-    body as the voxels differing from it; the body is the union over such
-    channels. Without a constant background the whole image counts.
-    """
-    fg = foreground_mask(image)
-    if not fg.all():
-        return fg
-    nd = image.ndim - 1
-    corners = [tuple(i * (n - 1) for i, n in zip(c, image.shape[1:]))
-               for c in np.ndindex(*(2,) * nd)]
-    body: np.ndarray | None = None
-    for ch in image:
-        vals = {float(ch[c]) for c in corners}
-        if len(vals) != 1:
-            continue
-        inside = ch != vals.pop()
-        if 1.0 - inside.mean() < MIN_OUTSIDE_FRACTION or inside.sum() < 10:
-            continue
-        body = inside if body is None else body | inside
-    return fg if body is None else body
-
-
 @dataclass(frozen=True)
 class PreparedInput:
     """A normalised, cropped, resampled image and how to undo the geometry."""
@@ -79,6 +46,8 @@ class PreparedInput:
     cropped_shape: tuple[int, ...]
     full_shape: tuple[int, ...]
     spacing: tuple[float, ...]  # of ``image``
+    #: Inside the body (holes filled), on the original grid within ``crop``; None: everywhere.
+    body: np.ndarray | None = None
 
 
 def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
@@ -96,7 +65,7 @@ def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
     spacing = tuple(float(s) for s in spacing)[:nd]
     if len(spacing) != nd:
         raise ValueError(f"Spacing {spacing} has {len(spacing)} values for a {nd}D image.")
-    fg = body_mask(img)
+    fg = foreground_mask(img)
     crop = bbox(fg, CROP_MARGIN) if crop_foreground else tuple(slice(0, n) for n in fg.shape)
     norms = fit_normalization(img[(slice(None), *crop)], method, fg[crop])
     work = apply_normalization(img[(slice(None), *crop)], norms)
@@ -105,7 +74,10 @@ def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
     work = resample_image(work, factors)
     new_sp = tuple(s / f for s, f in zip(spacing, factors))
     cropped_shape = tuple(s.stop - s.start for s in crop)
-    return PreparedInput(work, norms, crop, cropped_shape, tuple(img.shape[1:]), new_sp)
+    body = None
+    if crop_foreground and not fg.all():
+        body = ndi.binary_fill_holes(fg[crop])
+    return PreparedInput(work, norms, crop, cropped_shape, tuple(img.shape[1:]), new_sp, body)
 
 
 def prepare_case(channels: Sequence[np.ndarray], label: np.ndarray, spacing: Sequence[float], *,
@@ -174,8 +146,12 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     """Segment an image with a trained checkpoint, yielding progress.
 
     The image is prepared as in training, predicted by sliding window, then
-    resampled and pasted back into the input's full grid (outside the body
-    crop: background).
+    resampled and pasted back into the input's full grid. With
+    ``crop_foreground`` (the default), everything outside the body -- outside
+    the crop, and inside it the voxels that hold the image's constant
+    "outside" value and are not enclosed by the body (see
+    :func:`~napari_medseg.core.data.foreground_mask`) -- is background
+    (skull-stripped images are labelled inside the body).
     """
     from napari_medseg.core.engine import pick_device
     from napari_medseg.core.inference import predict_volume
@@ -204,6 +180,11 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     full = np.zeros((k, *prep.full_shape), np.float32)
     if k > 1:
         full[0] = 1.0  # outside the crop: certainly background
+    if prep.body is not None:
+        outside = ~prep.body
+        probs[:, outside] = 0.0
+        if k > 1:
+            probs[0, outside] = 1.0
     full[(slice(None), *prep.crop)] = probs
     if k > 1:
         classes = full.argmax(axis=0)
