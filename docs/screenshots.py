@@ -1,9 +1,11 @@
-"""Make the README screenshots of the training and prediction widgets.
+"""Make the README screenshots of the training, prediction and raters widgets.
 
 Run with a display (or ``xvfb-run -a python docs/screenshots.py``). It opens
 napari on the brain phantom, keeps labels on every 5th axial slice only (as
 a user would paint them), trains a small 2D UNet for 7 short epochs, predicts the
-volume and saves ``docs/*.png``.
+volume and saves ``docs/*.png``; then compares the phantom's three raters
+(``docs/raters_widget.png``). ``python docs/screenshots.py raters`` makes only
+the raters screenshot (seconds, no training).
 """
 
 from __future__ import annotations
@@ -82,8 +84,53 @@ def main(epochs: int = 7) -> int:
     viewer.layers.selection.active = unc
     shot(viewer, "uncertainty.png")
     viewer.close()
+    return raters_main()
+
+
+def raters_main() -> int:
+    """The raters widget on the phantom's three raters, the widest one clicked."""
+    import napari
+
+    from napari_medseg.gui.launch import dock_raters
+
+    viewer = napari.Viewer(title="napari-medseg", show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-medseg", "brain_phantom")
+    viewer.layers["phantom tissue"].visible = False
+    viewer.layers["phantom T1"].visible = False
+    viewer.layers["phantom FLAIR"].visible = True
+    viewer.dims.order = (2, 0, 1)
+    raters = dock_raters(viewer)
+    wait(lambda: False, 0.5)
+    assert raters.compare(), raters.status.text()
+    wait(lambda: len(raters.last_layers) == 5 and not raters.busy, 120)
+    print(raters.status.text(), flush=True)
+    print(raters.summary.text(), flush=True)
+    res = raters.result
+    # the axial slice where the raters disagree most, zoomed on the lesion
+    dis = res.disagreement
+    z = int(np.argmax(dis.sum(axis=(0, 1))))
+    scale = np.asarray(viewer.layers["phantom FLAIR"].scale)
+    viewer.dims.set_point(2, z * scale[2])
+    xs, ys = np.nonzero(dis[..., z])
+    viewer.reset_view()
+    viewer.camera.center = (float(xs.mean() * scale[0]), float(ys.mean() * scale[1]))
+    viewer.camera.zoom *= 1.8
+    for layer in raters.last_layers:
+        layer.visible = False
+    cons = raters.last_layers[0]
+    cons.visible = True
+    cons.contour = 1
+    cons.opacity = 1.0
+    cons.colormap = {None: "transparent", 0: "transparent", 1: "#40ffff"}
+    widest = int(np.argmax(res.deviation_counts[:, 1]))
+    raters.highlight(widest)  # as a click on that rater's row does
+    shot(viewer, "raters_widget.png")
+    viewer.close()
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "raters":
+        sys.exit(raters_main())
     sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7))

@@ -18,6 +18,15 @@ def dock_widgets(viewer: Any) -> tuple[Any, Any]:
     return train, predict
 
 
+def dock_raters(viewer: Any) -> Any:
+    """Dock the raters widget on the right of ``viewer``, tabbed with the others."""
+    from napari_medseg.gui.raters_widget import RatersWidget
+
+    raters = RatersWidget(viewer)
+    viewer.window.add_dock_widget(raters, area="right", name="Compare raters", tabify=True)
+    return raters
+
+
 def open_demo_viewer(*, run: bool = True):  # -> napari.Viewer
     """Start a viewer on the brain phantom with the widgets docked; block in the Qt event
     loop when ``run``."""
@@ -28,6 +37,7 @@ def open_demo_viewer(*, run: bool = True):  # -> napari.Viewer
     viewer.dims.ndisplay = 2
     viewer.dims.order = (2, 0, 1)  # slide through axial slices (z), as a 2D model sees them
     dock_widgets(viewer)
+    dock_raters(viewer)
     if run:
         napari.run()
     return viewer

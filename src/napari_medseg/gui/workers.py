@@ -13,7 +13,10 @@ GUI thread. Rules it enforces:
   emits ``errored`` nor ``finished``, which would leave a widget stuck.
 - Stop is a flag the engine polls (``should_stop``: training keeps the best
   model); cancel closes the generator between events; pause / resume use the
-  worker's own pause between events.
+  worker's own pause between events. Each job has a :class:`PauseClock` that
+  stands still while the job is paused; a factory started with
+  ``with_clock=True`` receives it, so that a time budget (``fit(clock=...)``)
+  and its ETAs do not count the minutes the user kept the job paused.
 - High-rate events (``StepDone``, ``Progress``) are thinned to at most one per
   ``min_interval_s`` so a fast GPU cannot flood the GUI thread with signals.
 - Closing the viewer (or the widget) stops the job and waits for the thread.
@@ -33,8 +36,39 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info
 
-#: Factory of the job's generator; receives ``should_stop`` to pass to the engine.
-GenFactory = Callable[[Callable[[], bool]], Generator[Any, Any, Any]]
+#: Factory of the job's generator; receives ``should_stop`` to pass to the engine (and,
+#: started with ``with_clock=True``, the job's :class:`PauseClock` as a second argument).
+GenFactory = Callable[..., Generator[Any, Any, Any]]
+
+
+class PauseClock:
+    """Seconds (``time.perf_counter``) that stand still while a job is paused.
+
+    The worker pauses between two events, while the job's generator is
+    suspended at a ``yield``; :meth:`Job._run` measures such suspensions and
+    hands them to :meth:`exclude`. Thread-safe: read from the worker thread
+    (the engine) and from the GUI thread.
+    """
+
+    def __init__(self, base: Callable[[], float] = time.perf_counter) -> None:
+        self._base = base
+        self._lock = threading.Lock()
+        self._paused_total = 0.0
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._base() - self._paused_total
+
+    def exclude(self, seconds: float) -> None:
+        """Take ``seconds`` (time spent paused) off the clock from now on."""
+        if seconds > 0:
+            with self._lock:
+                self._paused_total += seconds
+
+    @property
+    def paused_s(self) -> float:
+        """Seconds excluded so far."""
+        return self._paused_total
 
 
 @dataclass(frozen=True)
@@ -79,6 +113,114 @@ def warm_torch() -> None:
         _warmed = True
 
 
+# --------------------------------------------------------------------------- latency
+# Measured with benchmarks/gui_latency.py (a 10 ms QTimer probe in a real viewer while the
+# widgets train and predict, 2 shared cores, software OpenGL): these measures are taken while
+# a job runs and undone when the last job ends. Set a switch off to measure without it (the
+# benchmark's --no-fixes / --without).
+
+#: napari's activity indicator is a 90-frame GIF played at 33 frames/s while any progress
+#: bar exists; every frame repaints the main window, which with the OpenGL canvas means
+#: re-compositing the whole window -- in software (llvmpipe: Xvfb, VMs, remote desktops)
+#: tens of ms per frame, far more when torch keeps every core busy: it alone took the probe's
+#: median latency from ~1 ms to 20-40 ms while training. It is paused on its current frame
+#: (still showing "in progress"); the progress bars themselves still move.
+CALM_ACTIVITY_INDICATOR = True
+#: torch's intra-op threads default to one per core; a job uses at most
+#: ``cores - TORCH_RESERVED_CORES`` so the GUI thread and the renderer keep a core. On the
+#: shared 2-core machine this made training and prediction ~3x faster (two OpenMP threads on
+#: oversubscribed cores spin and wait for each other); its effect on the probe was within noise.
+TORCH_RESERVED_CORES = 1
+
+_tune_lock = threading.Lock()
+_tune_depth = 0
+_tune_saved: dict[str, Any] = {}
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (affinity / container aware)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def torch_threads_for_jobs() -> int:
+    """Intra-op threads a job's torch may use: all cores but ``TORCH_RESERVED_CORES``."""
+    return max(1, usable_cores() - max(0, TORCH_RESERVED_CORES))
+
+
+def _enter_job_tuning(uses_torch: bool) -> None:
+    """Worker thread, job start: fewer torch threads (see ``TORCH_RESERVED_CORES``)."""
+    global _tune_depth
+    with _tune_lock:
+        _tune_depth += 1
+        if uses_torch and TORCH_RESERVED_CORES and "threads" not in _tune_saved:
+            import torch
+
+            n = torch.get_num_threads()
+            want = min(n, torch_threads_for_jobs())
+            if want != n:
+                _tune_saved["threads"] = n
+                torch.set_num_threads(want)
+
+
+def _leave_job_tuning() -> None:
+    """Worker thread, job end: the last job to end restores what the first one changed."""
+    global _tune_depth
+    with _tune_lock:
+        _tune_depth = max(0, _tune_depth - 1)
+        if _tune_depth:
+            return
+        if "threads" in _tune_saved:
+            import torch
+
+            torch.set_num_threads(_tune_saved.pop("threads"))
+
+
+def calm_activity_indicator() -> None:
+    """Stop napari's animated "in progress" indicator (GUI thread; see the note above).
+
+    It restarts by itself whenever napari adds a progress bar, so widgets call this right
+    after creating theirs. Private napari API, used defensively: if it moved, nothing happens.
+    """
+    if not CALM_ACTIVITY_INDICATOR:
+        return
+    try:
+        from napari._qt.dialogs.qt_activity_dialog import ActivityToggleItem
+        from qtpy.QtWidgets import QApplication
+
+        app = QApplication.instance()
+        if app is None:
+            return
+        for top in app.topLevelWidgets():
+            for item in top.findChildren(ActivityToggleItem):
+                movie = item._inProgressIndicator.movie()
+                if movie is not None:
+                    movie.setPaused(True)
+    except Exception:  # noqa: BLE001 - cosmetic; never break a job over it
+        pass
+
+
+_prewarm_thread: threading.Thread | None = None
+
+
+def prewarm_torch() -> None:
+    """Start :func:`warm_torch` in a background thread now (e.g. when a widget opens).
+
+    The import holds the interpreter for ~1 s in bursts; done while the user is still
+    choosing layers, it no longer stalls the viewer when Train is pressed (the job then
+    finds it done, or waits for it in its own thread).
+    """
+    global _prewarm_thread
+    if _warmed or _prewarm_thread is not None:
+        return
+    _prewarm_thread = threading.Thread(target=warm_torch, name="medseg-warm-torch", daemon=True)
+    _prewarm_thread.start()
+
+
 def _is_high_rate(ev: Any) -> bool:
     from napari_medseg.core.events import Progress, StepDone
 
@@ -90,11 +232,17 @@ def _is_high_rate(ev: Any) -> bool:
 class Job:
     """A core generator running in a napari thread worker (see :class:`JobRunner`)."""
 
-    def __init__(self, name: str, factory: GenFactory, *, warm: bool, min_interval_s: float) -> None:
+    def __init__(self, name: str, factory: GenFactory, *, warm: bool, min_interval_s: float,
+                 with_clock: bool = False) -> None:
         self.name = name
         self._factory = factory
         self._warm = warm
         self._min_interval = min_interval_s
+        self._with_clock = with_clock
+        #: Stands still while the job is paused (see :class:`PauseClock`).
+        self.clock = PauseClock()
+        self._pausing = False  # GUI thread: a pause was asked for and not resumed yet
+        self._pause_epoch = 0  # GUI thread: counts pause requests
         self._stop = threading.Event()
         self._cancel = threading.Event()
         self._done = threading.Event()
@@ -106,10 +254,14 @@ class Job:
         return self._stop.is_set() or self._cancel.is_set()
 
     def _run(self) -> Generator[Any, Any, Any]:
+        import sys
+
         try:
+            _enter_job_tuning(self._warm or "torch" in sys.modules)
             if self._warm:
                 warm_torch()
-            gen = self._factory(self.should_stop)
+            gen = (self._factory(self.should_stop, self.clock) if self._with_clock
+                   else self._factory(self.should_stop))
             last = 0.0
             try:
                 while True:
@@ -118,10 +270,17 @@ class Job:
                         gen.close()
                         return JobCancelled()
                     now = time.perf_counter()
-                    if _is_high_rate(ev) and now - last < self._min_interval:
+                    if _is_high_rate(ev) and now - last < self._min_interval and \
+                            not self._pausing:  # a pause waits for the next yield: no thinning
                         continue
                     last = now
+                    # The worker pauses here, between two events, while this generator is
+                    # suspended: a suspension during which a pause was in effect (or was
+                    # asked for) is paused time, taken off the job's clock.
+                    pausing, epoch = self._pausing, self._pause_epoch
                     yield ev
+                    if pausing or epoch != self._pause_epoch:
+                        self.clock.exclude(time.perf_counter() - now)
                     if self._cancel.is_set():
                         gen.close()
                         return JobCancelled()
@@ -130,6 +289,7 @@ class Job:
         except Exception as exc:  # noqa: BLE001 - every failure must reach the widget
             return JobFailed(exc, traceback.format_exc())
         finally:
+            _leave_job_tuning()
             self._done.set()
 
     # -- called from the GUI thread
@@ -145,9 +305,12 @@ class Job:
 
     def pause(self) -> None:
         if self.worker is not None:
+            self._pause_epoch += 1
+            self._pausing = True
             self.worker.pause()
 
     def resume(self) -> None:
+        self._pausing = False
         w = self.worker
         if w is None:
             return
@@ -196,8 +359,13 @@ class JobRunner:
               on_cancelled: Callable[[], None] | None = None,
               on_finished: Callable[[], None] | None = None,
               on_paused: Callable[[bool], None] | None = None,
-              warm: bool = True, min_interval_s: float = 0.05) -> Job | None:
-        """Start ``factory(should_stop)`` in a worker thread; None (and a notice) when busy."""
+              warm: bool = True, min_interval_s: float = 0.05,
+              with_clock: bool = False) -> Job | None:
+        """Start ``factory(should_stop)`` in a worker thread; None (and a notice) when busy.
+
+        With ``with_clock`` the factory is called as ``factory(should_stop, clock)``, the
+        clock being the job's :class:`PauseClock` (stands still while paused).
+        """
         from napari.qt.threading import create_worker
 
         if self._closed:
@@ -205,7 +373,8 @@ class JobRunner:
         if self.job is not None:
             self.notify_busy()
             return None
-        job = Job(self.what, factory, warm=warm, min_interval_s=min_interval_s)
+        job = Job(self.what, factory, warm=warm, min_interval_s=min_interval_s,
+                  with_clock=with_clock)
         worker = create_worker(job._run, _start_thread=False)
         job.worker = worker
         self.job = job
@@ -253,6 +422,7 @@ class JobRunner:
             worker.paused.connect(lambda: None if self._closed else on_paused(True))
             worker.resumed.connect(lambda: None if self._closed else on_paused(False))
         worker.start()
+        calm_activity_indicator()  # the widget made its napari progress bar just before
         return job
 
     def notify_busy(self) -> None:

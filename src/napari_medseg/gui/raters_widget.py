@@ -1,0 +1,532 @@
+"""Raters widget: several people's Labels layers of one image -> agreement and consensus.
+
+The user checks N Labels layers (the rater's name is the layer's name) and
+presses Compare. In a worker thread (:mod:`napari_medseg.gui.workers`) the core
+(:mod:`napari_medseg.core.raters`) reduces the raters to their vote patterns
+once and computes the pairwise Dice, Fleiss' kappa, STAPLE (each rater's
+sensitivity and specificity, the soft consensus) or the majority vote, the
+vote fraction, the vote entropy and the disagreement map. Back in the GUI
+thread the widget shows the pairwise Dice matrix as a heat map and a table of
+the raters, and adds new layers placed exactly on the raters (scale,
+translate, affine): the consensus, the STAPLE probability, the vote fraction,
+the entropy and a disagreement overlay. Clicking a rater (a table row or a
+heat-map row) shows where that rater departs from the consensus: voxels it
+marks that the consensus leaves out (red), voxels of the consensus it misses
+(blue), and a different structure (yellow, multi-label raters).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtGui import QBrush, QColor
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_medseg.gui import layers as L
+from napari_medseg.gui.workers import JobRunner, stop_on_close
+
+STAPLE, MAJORITY = "STAPLE", "majority vote"
+#: Values of the "rater vs consensus" layer.
+AGREE, EXTRA, MISSED, OTHER = 0, 1, 2, 3
+DEVIATION_COLORS = {None: "transparent", AGREE: "transparent", EXTRA: "#ff4040",
+                    MISSED: "#4090ff", OTHER: "#ffd040"}
+DEVIATION_WORDS = {EXTRA: "marked beyond the consensus (red)",
+                   MISSED: "consensus missed (blue)", OTHER: "another structure (yellow)"}
+#: Marks this widget's output layers (they are not offered as raters by default).
+OUTPUT_KEY = "medseg_raters"
+
+
+class InputError(ValueError):
+    """Something the user can fix; shown in the widget, never as a traceback."""
+
+
+@dataclass(frozen=True, eq=False)
+class RaterComparison:
+    """Everything the widget shows, computed in the worker thread from the raters' arrays.
+
+    Attributes
+    ----------
+    names : list of str
+        Rater (layer) names, in input order.
+    method : str
+        :data:`STAPLE` or :data:`MAJORITY`: how :attr:`consensus` was made.
+    report : dict
+        :func:`napari_medseg.core.raters.rater_report` (JSON-ready).
+    consensus : np.ndarray
+        Consensus label array (the raters' label values).
+    probability : np.ndarray
+        STAPLE's posterior probability that a voxel is foreground (multi-label
+        raters: of any nonzero label), float32.
+    fraction, entropy : np.ndarray
+        Vote fraction (any nonzero label) and vote entropy (bits), float32.
+    disagreement : np.ndarray
+        uint8, 1 where not all raters give the same label.
+    deviation : np.ndarray
+        ``(N, *shape)`` uint8: each rater against the consensus (:data:`AGREE`,
+        :data:`EXTRA`, :data:`MISSED`, :data:`OTHER`).
+    deviation_counts : np.ndarray
+        ``(N, 4)`` voxels of each deviation value per rater.
+    pairwise : np.ndarray
+        ``(N, N)`` pairwise Dice (NaN where undefined) -- the report's
+        ``pairwise_dice``.
+    sensitivity, specificity : np.ndarray
+        ``(N,)`` STAPLE per rater (multi-label: mean over the nonzero labels;
+        the per-label values are in ``report["staple"]``).
+    """
+
+    names: list[str]
+    method: str
+    report: dict[str, Any]
+    consensus: np.ndarray
+    probability: np.ndarray
+    fraction: np.ndarray
+    entropy: np.ndarray
+    disagreement: np.ndarray
+    deviation: np.ndarray
+    deviation_counts: np.ndarray
+    pairwise: np.ndarray
+    sensitivity: np.ndarray
+    specificity: np.ndarray
+
+
+def deviation_map(rater: np.ndarray, consensus: np.ndarray) -> np.ndarray:
+    """uint8 map of where ``rater`` departs from ``consensus`` (see :data:`EXTRA` ...)."""
+    r, c = np.asarray(rater), np.asarray(consensus)
+    out = np.zeros(r.shape, np.uint8)
+    differ = r != c
+    r_fg, c_fg = r != 0, c != 0
+    out[differ & r_fg & ~c_fg] = EXTRA
+    out[differ & ~r_fg & c_fg] = MISSED
+    out[differ & r_fg & c_fg] = OTHER
+    return out
+
+
+def compare_raters(arrays: Sequence[np.ndarray], names: Sequence[str], *, method: str = STAPLE
+                   ) -> Generator[Any, None, RaterComparison]:
+    """Run in the worker: the core's rater statistics, yielding progress messages.
+
+    The raters are scanned once (:class:`~napari_medseg.core.raters.RaterVotes`);
+    every statistic is then computed on the table of vote patterns.
+    """
+    from napari_medseg.core import raters as R
+    from napari_medseg.core.events import Message
+
+    if method not in (STAPLE, MAJORITY):
+        raise ValueError(f"method must be {STAPLE!r} or {MAJORITY!r}, got {method!r}.")
+    yield Message("counting vote patterns")
+    vt = R.RaterVotes.from_raters(list(arrays))
+    yield Message(f"{vt.n_patterns} vote patterns; agreement and STAPLE")
+    report = R.rater_report(vt, names=list(names),
+                            method="staple" if method == STAPLE else "majority")
+    st = R.staple(vt)
+    labels = [int(v) for v in vt.labels]
+    if st.binary:
+        prob = np.asarray(st.probability, np.float32)
+        sens = np.asarray(st.sensitivity, float)
+        spec = np.asarray(st.specificity, float)
+    else:
+        prob = (1.0 - st.probability[labels.index(0)] if 0 in labels
+                else np.ones(vt.shape)).astype(np.float32)
+        fg = [k for k, v in enumerate(labels) if v != 0]
+        sens = np.asarray(st.sensitivity, float)[:, fg].mean(axis=1)
+        spec = np.asarray(st.specificity, float)[:, fg].mean(axis=1)
+    yield Message("consensus and maps")
+    consensus = st.consensus if method == STAPLE else R.majority_vote(vt, tie="low")
+    fraction = R.vote_fraction(vt)
+    entropy = R.vote_entropy(vt)
+    dis = R.disagreement(vt).astype(np.uint8)
+    yield Message("each rater against the consensus")
+    dev = np.stack([deviation_map(a, consensus) for a in arrays])
+    counts = np.stack([np.bincount(d.reshape(-1), minlength=4)[:4] for d in dev])
+    pw = np.array([[np.nan if x is None else x for x in row] for row in report["pairwise_dice"]],
+                  dtype=float)
+    return RaterComparison(list(names), method, report, consensus, prob, fraction, entropy, dis,
+                           dev, counts, pw, sens, spec)
+
+
+# ------------------------------------------------------------------ colours
+
+#: viridis at 0, 0.25, 0.5, 0.75, 1 -- the heat map's scale (Dice 0 .. 1).
+_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
+                    float)
+
+
+def heat_color(value: float | None) -> QColor:
+    """Heat-map colour of a Dice value in [0, 1]; grey when undefined."""
+    if value is None or not math.isfinite(value):
+        return QColor(90, 90, 90)
+    x = min(max(float(value), 0.0), 1.0) * (len(_VIRIDIS) - 1)
+    i = min(int(x), len(_VIRIDIS) - 2)
+    rgb = _VIRIDIS[i] + (x - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i])
+    return QColor(*(int(round(c)) for c in rgb))
+
+
+def _text_color(bg: QColor) -> QColor:
+    lum = 0.299 * bg.red() + 0.587 * bg.green() + 0.114 * bg.blue()
+    return QColor(0, 0, 0) if lum > 140 else QColor(255, 255, 255)
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _fit_height(table: QTableWidget, *, max_rows: int) -> None:
+    """Make a table exactly as tall as its rows (up to ``max_rows``; it scrolls beyond)."""
+    table.resizeRowsToContents()
+    rows = sum(table.rowHeight(i) for i in range(min(table.rowCount(), max_rows)))
+    header = table.horizontalHeader().sizeHint().height() if table.horizontalHeader().isVisible() \
+        else 0
+    scroll = table.horizontalScrollBar().sizeHint().height() \
+        if table.horizontalScrollBar().isVisible() else 0
+    table.setFixedHeight(header + rows + 2 * table.frameWidth() + scroll + 2)
+
+
+class RatersWidget(QWidget):
+    """Dock widget: compare raters' Labels layers, fuse them, show where each departs."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.runner = JobRunner("rater comparison")
+        stop_on_close(self, self.runner, napari_viewer)
+        self.result: RaterComparison | None = None
+        self.like: L.LayerArray | None = None
+        self.last_layers: list[Any] = []
+        self.highlight_layer: Any = None
+        self.highlighted: int | None = None
+        self._pending: list[Callable[[], Any]] = []
+        self._seen: set[str] = set()
+        self._build_ui()
+        ev = self.viewer.layers.events
+        ev.inserted.connect(self._layers_changed)
+        ev.removed.connect(self._layers_changed)
+        ev.reordered.connect(self._layers_changed)
+        self._layers_changed()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.rater_list = QListWidget()
+        self.rater_list.setMaximumHeight(110)
+        self.rater_list.setToolTip("Labels layers to compare, one per rater (the layer name is "
+                                   "the rater's name). All must share one image grid.")
+        form.addRow("Raters", self.rater_list)
+        self.method_combo = QComboBox()
+        self.method_combo.addItems([STAPLE, MAJORITY])
+        self.method_combo.setToolTip(
+            "Consensus: STAPLE weighs each rater by its estimated sensitivity and specificity "
+            "(EM); majority vote counts votes, ties go to the lower label (background wins).")
+        form.addRow("Consensus", self.method_combo)
+        lay.addLayout(form)
+        row = QHBoxLayout()
+        self.compare_btn = QPushButton("Compare")
+        self.compare_btn.clicked.connect(lambda: self.compare())
+        row.addWidget(self.compare_btn)
+        lay.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.status)
+
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        lay.addWidget(self.summary)
+        lay.addWidget(QLabel("Pairwise Dice"))
+        self.heatmap = QTableWidget(0, 0)
+        self.heatmap.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.heatmap.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.heatmap.setToolTip("Dice of each pair of raters (1 = identical). Click a row to "
+                                "see where that rater departs from the consensus.")
+        self.heatmap.cellClicked.connect(lambda r, _c: self.highlight(r))
+        self.heatmap.verticalHeader().sectionClicked.connect(self.highlight)
+        lay.addWidget(self.heatmap)
+        lay.addWidget(QLabel("Raters against the consensus (click one)"))
+        self.rater_table = QTableWidget(0, 4)
+        self.rater_table.setHorizontalHeaderLabels(
+            ["Rater", "Sensitivity", "Specificity", "Dice"])
+        self.rater_table.horizontalHeaderItem(3).setToolTip("Dice of the rater's labels and the "
+                                                            "consensus")
+        self.rater_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.rater_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.rater_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.rater_table.verticalHeader().setVisible(False)
+        self.rater_table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
+        self.rater_table.horizontalHeader().setStretchLastSection(True)
+        self.rater_table.setToolTip("STAPLE's estimate of each rater's sensitivity and "
+                                    "specificity; click a rater to highlight where it departs "
+                                    "from the consensus.")
+        self.rater_table.cellClicked.connect(lambda r, _c: self.highlight(r))
+        lay.addWidget(self.rater_table)
+        self.highlight_label = QLabel("")
+        self.highlight_label.setWordWrap(True)
+        lay.addWidget(self.highlight_label)
+        lay.addStretch(1)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        install = getattr(self, "_medseg_install_close_watcher", None)
+        if install:
+            install()
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        self.status.setStyleSheet("color: #ff7070;" if error else "")
+        self.status.setText(text)
+
+    def _set_running(self, running: bool) -> None:
+        self.compare_btn.setEnabled(not running)
+
+    # ------------------------------------------------------------ layers
+    def _layers_changed(self, *_: Any) -> None:
+        checked = set(self.checked_raters())
+        layers = L.labels_layers(self.viewer)
+        for layer in layers:  # a new layer named like a rater is checked when it appears
+            if layer.name not in self._seen and OUTPUT_KEY not in (layer.metadata or {}) and \
+                    "rater" in layer.name.lower():
+                checked.add(layer.name)
+        self._seen = {lay.name for lay in layers}
+        self.rater_list.clear()
+        for layer in layers:
+            it = QListWidgetItem(layer.name)
+            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            it.setCheckState(Qt.CheckState.Checked if layer.name in checked
+                             else Qt.CheckState.Unchecked)
+            self.rater_list.addItem(it)
+        if self.highlight_layer is not None and self.highlight_layer not in self.viewer.layers:
+            self.highlight_layer = None  # the user deleted it: the next click adds a new one
+
+    def checked_raters(self) -> list[str]:
+        out = []
+        for i in range(self.rater_list.count()):
+            it = self.rater_list.item(i)
+            if it.checkState() == Qt.CheckState.Checked:
+                out.append(it.text())
+        return out
+
+    def set_raters(self, names: Sequence[str]) -> None:
+        """Check exactly these Labels layers as raters."""
+        for i in range(self.rater_list.count()):
+            it = self.rater_list.item(i)
+            it.setCheckState(Qt.CheckState.Checked if it.text() in names
+                             else Qt.CheckState.Unchecked)
+
+    def collect_inputs(self) -> list[L.LayerArray]:
+        """The checked layers as arrays; :class:`InputError` with the reason when unusable."""
+        names = self.checked_raters()
+        if len(names) < 2:
+            raise InputError(f"Check at least two Labels layers, one per rater; {len(names)} "
+                             "checked.")
+        arrs = [L.layer_to_array(self.viewer.layers[n]) for n in names]
+        ref = arrs[0]
+        for a in arrs[1:]:
+            if a.shape != ref.shape:
+                raise InputError(f"Raters '{ref.name}' {ref.shape} and '{a.name}' {a.shape} "
+                                 "differ in shape; every rater must label the same image grid "
+                                 "(resample the masks onto one grid).")
+            if not (np.allclose(a.spacing, ref.spacing) and np.allclose(a.translate,
+                                                                          ref.translate)):
+                raise InputError(f"Raters '{ref.name}' (scale {ref.spacing}, translate "
+                                 f"{ref.translate}) and '{a.name}' (scale {a.spacing}, translate "
+                                 f"{a.translate}) do not lie on one grid; place them on the "
+                                 "same image before comparing.")
+        return arrs
+
+    # ------------------------------------------------------------ compare
+    def compare(self) -> bool:
+        """Start the comparison in a worker; False (with a message) when refused."""
+        if self.runner.busy or self._pending:
+            self._say("A comparison is already running; wait for it to finish.")
+            self.runner.notify_busy()
+            return False
+        try:
+            arrs = self.collect_inputs()
+        except InputError as exc:
+            self._say(str(exc), error=True)
+            return False
+        method = self.method_combo.currentText()
+        arrays = [a.data for a in arrs]
+        names = [a.name for a in arrs]
+        like = arrs[0]
+
+        def factory(should_stop: Any) -> Any:
+            return compare_raters(arrays, names, method=method)
+
+        job = self.runner.start(factory, on_event=self._on_event,
+                                on_done=lambda res: self._on_done(res, like),
+                                on_error=lambda e: self._say(f"Comparison failed: {e}",
+                                                             error=True),
+                                on_finished=self._on_finished, warm=False)
+        if job is None:
+            return False
+        self._set_running(True)
+        self._say(f"Comparing {len(names)} raters ({method})…")
+        return True
+
+    @property
+    def busy(self) -> bool:
+        """A comparison runs, or its layers are still being added."""
+        return self.runner.busy or bool(self._pending)
+
+    def _on_event(self, ev: Any) -> None:
+        from napari_medseg.core.events import Message
+
+        if isinstance(ev, Message):
+            self._say(ev.text[:1].upper() + ev.text[1:] + "…")
+
+    def _on_finished(self) -> None:
+        self._set_running(self.busy)
+
+    def _on_done(self, res: RaterComparison, like: L.LayerArray) -> None:
+        self.result, self.like = res, like
+        self.highlighted = None
+        self._show_tables(res)
+        self.last_layers = []
+        # One layer per turn of the event loop: creating a napari layer costs tens to hundreds
+        # of ms of GUI-thread time (visuals, shaders); five at once would freeze the viewer.
+        meta = {OUTPUT_KEY: {"raters": list(res.names), "method": res.method}}
+        tag = "STAPLE" if res.method == STAPLE else "majority"
+        n = len(res.names)
+        hmax = max(math.log2(max(2, min(n, len(res.report["labels"])))), 1e-3)
+        self._pending = [
+            lambda: L.add_array(self.viewer, res.consensus, like, f"consensus ({tag})",
+                                kind="labels", opacity=0.6, metadata=meta),
+            lambda: L.add_array(self.viewer, res.probability, like, "STAPLE probability",
+                                colormap="viridis", contrast_limits=(0.0, 1.0), visible=False,
+                                metadata=meta),
+            lambda: L.add_array(self.viewer, res.fraction, like, "vote fraction",
+                                colormap="viridis", contrast_limits=(0.0, 1.0), visible=False,
+                                metadata=meta),
+            lambda: L.add_array(self.viewer, res.entropy, like, "vote entropy",
+                                colormap="magma", contrast_limits=(0.0, hmax), visible=False,
+                                metadata=meta),
+            lambda: L.add_array(self.viewer, res.disagreement, like, "rater disagreement",
+                                kind="labels", opacity=0.7, metadata=meta,
+                                colormap={None: "transparent", 0: "transparent",
+                                          1: "#ff9f1c"}),
+        ]
+        self._set_running(True)
+        QTimer.singleShot(0, self._add_next)
+
+    def _add_next(self) -> None:
+        if not self._pending:
+            return
+        make = self._pending.pop(0)
+        try:
+            self.last_layers.append(make())
+        except Exception as exc:  # noqa: BLE001 - the viewer closed, a layer failed: say so
+            self._pending.clear()
+            self._say(f"Could not add the result layers: {exc}", error=True)
+        if self._pending:
+            QTimer.singleShot(0, self._add_next)
+            return
+        self._set_running(self.runner.busy)
+        res = self.result
+        if res is not None and len(self.last_layers) == 5:
+            self._say(f"Added '{self.last_layers[0].name}', the STAPLE probability, vote "
+                      "fraction, vote entropy and disagreement layers. Click a rater to see "
+                      "where it departs from the consensus.")
+
+    def _show_tables(self, res: RaterComparison) -> None:
+        rep = res.report
+        n = len(res.names)
+        fk = rep.get("fleiss_kappa")
+        parts = [f"{n} raters, {rep['n_voxels']:,} voxels, labels {rep['labels']}",
+                 f"Fleiss' kappa {_fmt(fk)}",
+                 f"raters disagree on {100 * rep['disagreement_fraction']:.2f}% of the voxels",
+                 f"STAPLE: {rep['iterations']} EM iterations"
+                 + ("" if rep["staple"]["converged"] else " (did not converge)")]
+        notes = rep.get("notes") or []
+        self.summary.setText("; ".join(parts) + "." + ("\n" + "\n".join(notes) if notes else ""))
+
+        hm = self.heatmap
+        hm.clear()
+        hm.setRowCount(n)
+        hm.setColumnCount(n)
+        hm.setHorizontalHeaderLabels([str(j + 1) for j in range(n)])
+        hm.setVerticalHeaderLabels([f"{j + 1} {nm}" for j, nm in enumerate(res.names)])
+        for i in range(n):
+            for j in range(n):
+                v = res.pairwise[i, j]
+                it = QTableWidgetItem(_fmt(v, 2))
+                bg = heat_color(None if not math.isfinite(v) else v)
+                it.setBackground(QBrush(bg))
+                it.setForeground(QBrush(_text_color(bg)))
+                it.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                it.setToolTip(f"{res.names[i]} vs {res.names[j]}: Dice {_fmt(v)}")
+                it.setData(Qt.ItemDataRole.UserRole, None if not math.isfinite(v) else float(v))
+                hm.setItem(i, j, it)
+        hm.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        hm.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        _fit_height(hm, max_rows=10)
+
+        tb = self.rater_table
+        tb.clearContents()
+        tb.setRowCount(n)
+        per_label = not rep["binary"]
+        st = rep["staple"]
+        for j, nm in enumerate(res.names):
+            d = rep["dice_to_consensus"][j]
+            cells = [nm, _fmt(res.sensitivity[j]), _fmt(res.specificity[j]), _fmt(d)]
+            for c, text in enumerate(cells):
+                it = QTableWidgetItem(text)
+                if c:
+                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if per_label:
+                    it.setToolTip("per label " + ", ".join(
+                        f"{lab}: sens {st['sensitivity'][j][k]:.3f} spec "
+                        f"{st['specificity'][j][k]:.3f}"
+                        for k, lab in enumerate(st["labels"]) if lab != 0))
+                tb.setItem(j, c, it)
+        _fit_height(tb, max_rows=10)
+        self.highlight_label.setText("")
+
+    # ------------------------------------------------------------ highlight
+    def highlight(self, index: int) -> Any:
+        """Show where rater ``index`` departs from the consensus (a Labels layer)."""
+        res, like = self.result, self.like
+        if res is None or like is None or not 0 <= index < len(res.names):
+            return None
+        name = res.names[index]
+        data = res.deviation[index]
+        title = f"{name} vs consensus"
+        layer = self.highlight_layer
+        if layer is not None and layer in self.viewer.layers:
+            layer.data = data
+            if layer.name != title:
+                layer.name = L.unique_name(self.viewer, title)
+        else:
+            layer = L.add_array(self.viewer, data, like, title, kind="labels", opacity=0.8,
+                                colormap=DEVIATION_COLORS,
+                                metadata={OUTPUT_KEY: {"raters": list(res.names),
+                                                       "highlight": name}})
+            self.highlight_layer = layer
+        layer.metadata[OUTPUT_KEY] = {"raters": list(res.names), "highlight": name}
+        layer.visible = True
+        self.highlighted = index
+        self.rater_table.selectRow(index)
+        counts = res.deviation_counts[index]
+        parts = [f"{int(counts[k]):,} {DEVIATION_WORDS[k]}" for k in (EXTRA, MISSED, OTHER)
+                 if k != OTHER or counts[OTHER]]
+        self.highlight_label.setText(f"'{name}' against the consensus: " + ", ".join(parts)
+                                     + ".")
+        return layer
