@@ -3,13 +3,13 @@
 Speed notes (2-core CPU, measured in ``benchmarks/throughput.py``):
 
 * Every network runs channels-last (``channels_last`` / ``channels_last_3d``):
-  oneDNN convolutions are ~1.7x faster that way. Normalisation is the
+  oneDNN convolutions are 1.3-1.7x faster that way. Normalisation is the
   fused :class:`~napari_medseg.core.models.norm.NormAct`, because PyTorch's
   own norm kernels are slow channels-last.
 * Convolutions followed by a normalisation have no bias: the norm removes it.
 * Down-sampling is the first convolution of a level with stride 2 rather
-  than max-pooling then a convolution: same output size and cost, one pass
-  and one saved activation fewer.
+  than max-pooling then a convolution: the same output size and FLOPs,
+  measured a little faster, and no max-pool indices kept for backward.
 * "interp" up-sampling applies its 1x1 convolution *before* the
   interpolation, at the coarse resolution: both are linear maps acting on
   different axes, so the order does not change the result, only the cost.
@@ -24,7 +24,7 @@ from torch import nn
 from napari_medseg.core.config import ModelConfig
 from napari_medseg.core.models.norm import NormAct, channels_last_format
 
-#: Widest feature map per level (nnU-Net's caps): wider 3D maps cost memory, not accuracy.
+#: Widest feature map per level (nnU-Net's caps): beyond them memory grows faster than accuracy.
 MAX_WIDTH = {2: 512, 3: 320}
 
 
@@ -88,7 +88,8 @@ class Encoder(nn.Module):
     """One :class:`DoubleConv` per level, halving the resolution between levels.
 
     Dropout applies to the bottleneck (deepest level) only. ``forward``
-    returns every level's features, finest first.
+    returns every level's features, finest first, or with ``all_levels=False``
+    only the deepest (so the others can be freed as soon as they are used).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -99,15 +100,17 @@ class Encoder(nn.Module):
         for level, cout in enumerate(w):
             cin = config.in_channels if level == 0 else w[level - 1]
             drop = config.dropout if level == config.depth - 1 and level > 0 else 0.0
-            levels.append(DoubleConv(d, cin, cout, norm, stride=1 if level == 0 else 2, dropout=drop))
+            stride = 1 if level == 0 else 2
+            levels.append(DoubleConv(d, cin, cout, norm, stride=stride, dropout=drop))
         self.levels = nn.ModuleList(levels)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, *, all_levels: bool = True) -> list[torch.Tensor]:
         feats = []
         for level in self.levels:
             x = level(x)
-            feats.append(x)
-        return feats
+            if all_levels:
+                feats.append(x)
+        return feats if all_levels else [x]
 
 
 class Up(nn.Module):
@@ -163,6 +166,10 @@ class SegNet(nn.Module):
     are multiples of ``config.divisor``. The output has the input's spatial
     shape and ``config.out_channels`` channels, in the standard (contiguous)
     layout so losses may ``view`` it.
+
+    With ``config.residual`` the input is added to the output: channel by
+    channel when ``out_channels == in_channels``, else (``out_channels ==
+    1``) input channel 0, so a restoration network learns the correction.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -187,16 +194,18 @@ class SegNet(nn.Module):
             # F.pad lists the last axis first; pad at the far end only, so cropping is a slice.
             flat = [v for p in reversed(pad) for v in (0, p)]
             h = F.pad(x, flat, mode="replicate")
-        h = h.contiguous(memory_format=channels_last_format(h.dim()))
+        if h.device.type != "mps":  # channels-last 3D is not a fast path on Apple GPUs
+            h = h.contiguous(memory_format=channels_last_format(h.dim()))
         out = self.forward_padded(h)
         if any(pad):
             out = out[(slice(None), slice(None), *(slice(0, s) for s in size))]
         out = out.contiguous()
         if self.config.residual:
-            out = out + (x if self.config.out_channels == self.config.in_channels else x[:, :1])
+            # In place: out is the head's fresh output (or a copy), never needed by backward.
+            out.add_(x if self.config.out_channels == self.config.in_channels else x[:, :1])
         return out
 
 
 def to_channels_last(model: nn.Module, spatial_dims: int) -> nn.Module:
     """Store convolution weights channels-last, matching the activations."""
-    return model.to(memory_format=torch.channels_last_3d if spatial_dims == 3 else torch.channels_last)
+    return model.to(memory_format=channels_last_format(spatial_dims + 2))

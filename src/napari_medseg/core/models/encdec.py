@@ -40,5 +40,5 @@ class EncDec(SegNet):
         )
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(x)[-1]
+        x = self.encoder(x, all_levels=False)[0]
         return self.up(self.head(self.decoder(x)))
