@@ -1,5 +1,14 @@
-"""Metrics: overlap in millimetres (Dice, HD95, NSD); image quality metrics join later."""
+"""Metrics: overlap in millimetres (Dice, HD95, NSD) and image quality (MAE ... SSIM)."""
 
+from napari_medseg.core.metrics.image import (
+    evaluate_restoration,
+    mae,
+    mse,
+    nmse,
+    nmse_variance,
+    psnr,
+    ssim,
+)
 from napari_medseg.core.metrics.overlap import (
     dice,
     dice_per_class,
@@ -11,6 +20,13 @@ from napari_medseg.core.metrics.overlap import (
 )
 
 __all__ = [
+    "evaluate_restoration",
+    "mae",
+    "mse",
+    "nmse",
+    "nmse_variance",
+    "psnr",
+    "ssim",
     "dice",
     "dice_per_class",
     "evaluate_segmentation",
