@@ -233,3 +233,28 @@ def test_clear_messages_for_bad_inputs(make_napari_viewer, small):
     assert not p.predict() and "is a 3D model" in p.status.text()
     p.set_channels(["T1", "FLAIR"])
     assert not p.predict() and "expects 1 channel(s)" in p.status.text()
+
+
+def test_predict_widget_loads_models_and_refuses_foreign_files(make_napari_viewer, small,
+                                                              tmp_path):
+    import torch
+
+    from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.models import build_model
+    from napari_medseg.gui.predict_widget import PredictWidget
+
+    viewer = _viewer(make_napari_viewer, small)
+    w = PredictWidget(viewer)
+    torch.save({"w": torch.zeros(2)}, tmp_path / "foreign.pt")
+    assert w.load_model(str(tmp_path / "foreign.pt")) is None
+    assert "not a napari-medseg model" in w.status.text()
+    mc = ModelConfig(spatial_dims=2, in_channels=2, out_channels=5, base_width=4, depth=2)
+    save_checkpoint(tmp_path / "m.pt", Checkpoint(
+        model_config=mc, train_config=TrainConfig(patch_size=(16, 16)),
+        mapping=LabelMapping((0, 1, 2, 3, 4)), norms=(), spacing=None,
+        state_dict=build_model(mc).state_dict()))
+    entry = w.load_model(str(tmp_path / "m.pt"))
+    assert entry is not None and entry.name == "m.pt"
+    assert w.store.models["m.pt"] is entry

@@ -46,6 +46,27 @@ class ModelStore(QObject):
         self.changed.emit()
         return entry.name
 
+    def load_file(self, parent: Any = None, path: str | None = None) -> StoredModel | None:
+        """Load a model file (asking with a file dialog when ``path`` is None) and add it.
+
+        Returns None when the user cancels the dialog; a foreign or damaged
+        file raises the checkpoint loader's ``ValueError``.
+        """
+        from pathlib import Path
+
+        from qtpy.QtWidgets import QFileDialog
+
+        from napari_medseg.core.checkpoint import load_checkpoint
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(parent, "Load model", "",
+                                                  "napari-medseg model (*.pt);;All files (*)")
+            if not path:
+                return None
+        entry = StoredModel(Path(path).name, load_checkpoint(path), None, str(path))
+        self.add(entry)
+        return entry
+
     def latest(self) -> StoredModel | None:
         return next(reversed(self.models.values()), None) if self.models else None
 

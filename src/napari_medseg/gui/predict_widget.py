@@ -191,24 +191,13 @@ class PredictWidget(QWidget):
         self._order = list(names)
 
     def load_model(self, path: str | None = None) -> StoredModel | None:
-        from pathlib import Path
-
-        from qtpy.QtWidgets import QFileDialog
-
-        from napari_medseg.core.checkpoint import load_checkpoint
-
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load model", "",
-                                                  "napari-medseg model (*.pt);;All files (*)")
-            if not path:
-                return None
         try:
-            ck = load_checkpoint(path)
+            entry = self.store.load_file(self, path)
         except (ValueError, FileNotFoundError) as exc:
             self._say(str(exc), error=True)
             return None
-        entry = StoredModel(Path(path).name, ck, None, str(path))
-        self.store.add(entry)
+        if entry is None:
+            return None
         self._say(f"Loaded {path}.")
         return entry
 

@@ -686,22 +686,13 @@ class TrainWidget(QWidget):
         return out
 
     def load_model(self, path: str | None = None) -> StoredModel | None:
-        from napari_medseg.core.checkpoint import load_checkpoint
-
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load model", "",
-                                                  "napari-medseg model (*.pt);;All files (*)")
-            if not path:
-                return None
         try:
-            ck = load_checkpoint(path)
+            entry = self.store.load_file(self, path)
         except (ValueError, FileNotFoundError) as exc:
             self._say(str(exc), error=True)
             return None
-        from pathlib import Path
-
-        entry = StoredModel(Path(path).name, ck, None, str(path))
-        self.store.add(entry)
+        if entry is None:
+            return None
         self.current = entry
         self._show_model(entry)
         self._say(f"Loaded {path}. Continue training warm-starts from it.")
