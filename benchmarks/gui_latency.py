@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         if not predict.predict():
             print(f"prediction refused: {predict.status.text()}", flush=True)
             return 1
-        pump(600, until=lambda: not predict.runner.busy)
+        pump(600, until=lambda: not predict.runner.busy and not predict.adding)
         busy_s += time.perf_counter() - t0
         n_pred += 1
         phase("cleanup")

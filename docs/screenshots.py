@@ -74,7 +74,7 @@ def main(epochs: int = 7) -> int:
 
     viewer.layers["my labels"].visible = False
     assert predict.predict(), predict.status.text()
-    wait(lambda: predict.last_layers and not predict.runner.busy, 120)
+    wait(lambda: predict.last_layers and not predict.runner.busy and not predict.adding, 120)
     print(predict.status.text(), flush=True)
     docks["Predict segmentation"].raise_()
     shot(viewer, "predict_widget.png")

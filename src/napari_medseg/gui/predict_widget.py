@@ -64,6 +64,8 @@ class PredictWidget(QWidget):
         self.runner.on_shutdown.append(weakref.WeakMethod(self._close_pbar))
         self._pbar: Any = None
         self.last_layers: list[Any] = []
+        #: True while result layers are being added (one per event-loop turn).
+        self.adding = False
         self._build_ui()
         self.store.changed.connect(self._models_changed)
         ev = self.viewer.layers.events
@@ -332,22 +334,42 @@ class PredictWidget(QWidget):
         base = plan.like.name
         classes = {int(v): f"label {v}" for v in m.checkpoint.mapping.values}
         meta = {"model": m.name, "classes": classes}
-        out = [
-            L.add_array(self.viewer, labels, plan.like, f"{base} prediction{suffix}",
-                        kind="labels", opacity=0.5, metadata=meta),
-            L.add_array(self.viewer, pmax.astype(np.float32), plan.like,
-                        f"{base} probability{suffix}", colormap="viridis",
-                        contrast_limits=(0.0, 1.0), visible=False, metadata={"model": m.name}),
-            L.add_array(self.viewer, ent.astype(np.float32), plan.like,
-                        f"{base} uncertainty{suffix}", colormap="magma",
-                        contrast_limits=(0.0, max(float(np.log(max(probs.shape[0], 2))), 1e-3)),
-                        visible=False, opacity=0.7, metadata={"model": m.name}),
+        ncls = probs.shape[0]
+        makers = [
+            lambda: L.add_array(self.viewer, labels, plan.like, f"{base} prediction{suffix}",
+                                kind="labels", opacity=0.5, metadata=meta),
+            lambda: L.add_array(self.viewer, pmax.astype(np.float32), plan.like,
+                                f"{base} probability{suffix}", colormap="viridis",
+                                contrast_limits=(0.0, 1.0), visible=False,
+                                metadata={"model": m.name}),
+            lambda: L.add_array(self.viewer, ent.astype(np.float32), plan.like,
+                                f"{base} uncertainty{suffix}", colormap="magma",
+                                contrast_limits=(0.0, max(float(np.log(max(ncls, 2))), 1e-3)),
+                                visible=False, opacity=0.7, metadata={"model": m.name}),
         ]
-        self.last_layers = out
+        # One layer per event-loop turn: adding a layer costs napari 0.3-0.9 s on software GL,
+        # three at once froze the viewer for up to ~1 s (benchmarks/gui_latency.py).
+        self.adding = True
+        self._add_layers(makers, [], labels)
+
+    def _add_layers(self, makers: list[Any], done: list[Any], labels: np.ndarray) -> None:
+        from qtpy.QtCore import QTimer
+
+        try:
+            done.append(makers.pop(0)())
+        except Exception as exc:  # noqa: BLE001 - e.g. the viewer closed meanwhile: say so
+            self.adding = False
+            self._say(f"Could not add the result layers: {exc}", error=True)
+            return
+        if makers:
+            QTimer.singleShot(0, lambda: self._add_layers(makers, done, labels))
+            return
+        self.adding = False
+        self.last_layers = done
         vals = sorted(int(v) for v in np.unique(labels))
-        self._say(f"Added '{out[0].name}' (label values {vals}), its probability and "
+        self._say(f"Added '{done[0].name}' (label values {vals}), its probability and "
                   "uncertainty (entropy) layers.")
-        self.viewer.layers.selection.active = out[0]
+        self.viewer.layers.selection.active = done[0]
 
     @staticmethod
     def _embed(arr: np.ndarray, plan: PredictPlan) -> np.ndarray:
