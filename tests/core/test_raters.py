@@ -26,7 +26,7 @@ def _bubil(case: str, *, gold: bool = False) -> list[np.ndarray]:
 
 
 def _sitk_staple(masks: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    sitk = pytest.importorskip("SimpleITK")
+    import SimpleITK as sitk  # a test dependency: a missing reference must fail, not skip
     f = sitk.STAPLEImageFilter()
     f.SetForegroundValue(1.0)  # voxels == 1 are foreground, anything else background
     f.SetConfidenceWeight(1.0)  # default; scales the fixed foreground prior
