@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
+from napari_medseg.gui.widget_base import MedsegWidget
 
 WHOLE, SLICE = "whole volume", "displayed slice (preview)"
 
@@ -52,7 +53,7 @@ class PredictPlan:
     note: str = ""
 
 
-class PredictWidget(QWidget):
+class PredictWidget(MedsegWidget):
     """Dock widget: segment image layers with a trained or loaded model."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -115,16 +116,6 @@ class PredictWidget(QWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
         self._set_running(False)
-
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        install = getattr(self, "_medseg_install_close_watcher", None)
-        if install:
-            install()
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #ff7070;" if error else "")
-        self.status.setText(text)
 
     def _set_running(self, running: bool) -> None:
         self.predict_btn.setEnabled(not running)

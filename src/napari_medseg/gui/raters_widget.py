@@ -43,6 +43,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.workers import JobRunner, stop_on_close
+from napari_medseg.gui.widget_base import MedsegWidget
 
 STAPLE, MAJORITY = "STAPLE", "majority vote"
 #: Values of the "rater vs consensus" layer.
@@ -200,7 +201,7 @@ def _fit_height(table: QTableWidget, *, max_rows: int) -> None:
     table.setFixedHeight(header + rows + 2 * table.frameWidth() + scroll + 2)
 
 
-class RatersWidget(QWidget):
+class RatersWidget(MedsegWidget):
     """Dock widget: compare raters' Labels layers, fuse them, show where each departs."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -282,16 +283,6 @@ class RatersWidget(QWidget):
         self.highlight_label.setWordWrap(True)
         lay.addWidget(self.highlight_label)
         lay.addStretch(1)
-
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        install = getattr(self, "_medseg_install_close_watcher", None)
-        if install:
-            install()
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #ff7070;" if error else "")
-        self.status.setText(text)
 
     def _set_running(self, running: bool) -> None:
         self.compare_btn.setEnabled(not running)

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
+from napari_medseg.gui.widget_base import MedsegWidget
 
 UNLABELLED = -1
 
@@ -141,7 +142,7 @@ class TrainInputs:
     axis: int | None
 
 
-class TrainWidget(QWidget):
+class TrainWidget(MedsegWidget):
     """Dock widget: train a segmentation model from layers."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -281,16 +282,6 @@ class TrainWidget(QWidget):
         lay.addWidget(mbox)
         lay.addStretch(1)
         self._set_running(False)
-
-    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        install = getattr(self, "_medseg_install_close_watcher", None)
-        if install:
-            install()
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        self.status.setStyleSheet("color: #ff7070;" if error else "")
-        self.status.setText(text)
 
     def _set_running(self, running: bool) -> None:
         self.train_btn.setEnabled(not running)
