@@ -63,3 +63,25 @@ def test_garbage_file(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "none.pt")
+
+
+def test_describe_is_task_aware(tmp_path):
+    from napari_medseg.core.restoration import RestoreConfig, restoration_model_config
+
+    mc = restoration_model_config(spatial_dims=2, base_width=4, depth=2)
+    rc = RestoreConfig(mode="synthetic", degrade="blur:1+rician:0.05", loss="l1+ssim")
+    c = Checkpoint(model_config=mc, train_config=TrainConfig(patch_size=(16, 16)),
+                   mapping=LabelMapping((0,)), norms=(ChannelNorm(0, 1, 0.5, 0.2),), spacing=None,
+                   state_dict=build_model(mc).state_dict(), task="restore",
+                   history=[{"psnr": 28.5}, {"psnr": None}, {"psnr": 30.25}],
+                   channel_names=["t1"], extra={"restore": rc.to_dict()})
+    save_checkpoint(tmp_path / "r.pt", c)
+    text = load_checkpoint(tmp_path / "r.pt").describe()
+    assert text == ("2D unet restoration model, 1 channel(s) (t1), trained on clean images with "
+                    "synthetic blur (sigma 1 vox), Rician noise (sigma 5%), loss l1+ssim, best "
+                    "validation PSNR 30.25 dB")
+    assert "label values" not in text
+    c.extra = {"restore": {"mode": "noise2void", "loss": "mse"}}
+    c.history = []
+    assert c.describe().endswith("self-supervised (Noise2Void) on noisy images, loss mse")
+    assert "label values [0, 1, 2, 4]" in _ckpt().describe()  # segmentation: unchanged

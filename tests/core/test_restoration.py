@@ -202,3 +202,22 @@ def test_3d_pairs_training_and_restore(clean):
     assert out.shape == clean.shape
     with pytest.raises(ValueError, match="3D model"):
         run(restore(res.checkpoint, noisy[:, :, 0]))
+
+
+def test_minutes_budget_follows_the_given_clock(clean):
+    """A GUI passes a clock that stands still while paused: the budget counts that clock."""
+    case = prepare_restore_case(clean, mode="synthetic", degrade="rician:0.08")
+    rc = RestoreConfig(mode="synthetic", degrade="rician:0.08",
+                       **(TINY | {"epochs": None, "minutes": 1.0, "steps_per_epoch": 50}))
+    mc = restoration_model_config(base_width=4, depth=2)
+    now = [0.0]
+
+    def clock():  # 25 "seconds" per reading: the one-minute budget ends after a few steps
+        now[0] += 25.0
+        return now[0]
+
+    events = []
+    res = run(fit_restoration([case], model_config=mc, config=rc, clock=clock), events.append)
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert 1 <= res.steps <= 3 and not res.stopped
+    assert steps[-1].elapsed_s >= 60.0 and steps[0].elapsed_s < 60.0

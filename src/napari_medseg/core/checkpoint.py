@@ -40,7 +40,7 @@ class Checkpoint:
     history : list of dict
         Metrics per validation.
     task : str
-        "segment" (restoration and others later).
+        "segment" or "restore" (a restoration network: settings in ``extra["restore"]``).
     channel_names : list of str
     fingerprints : list of str
         Content hashes of the training data.
@@ -72,12 +72,51 @@ class Checkpoint:
         return model.eval()
 
     def describe(self) -> str:
-        """One line for people: what the model expects and produces."""
-        sp = "native grid" if self.spacing is None else "x".join(f"{s:g}" for s in self.spacing) + " mm"
-        return (f"{self.model_config.spatial_dims}D {self.model_config.arch}, "
-                f"{self.model_config.in_channels} channel(s) "
-                f"{'(' + ', '.join(self.channel_names) + ')' if self.channel_names else ''}, "
+        """One line for people: what the model does, expects and produces.
+
+        Segmentation models list their label values and training grid;
+        restoration models (``task == "restore"``) their training mode,
+        degradation, loss and best validation PSNR -- label values mean nothing
+        for them.
+        """
+        mc = self.model_config
+        chans = f"{mc.in_channels} channel(s)"
+        if self.channel_names:
+            chans += " (" + ", ".join(self.channel_names) + ")"
+        if self.task == "restore":
+            return f"{mc.spatial_dims}D {mc.arch} restoration model, {chans}, " + \
+                _describe_restoration(self.extra.get("restore", {}), self.history)
+        if self.task != "segment":
+            return f"{mc.spatial_dims}D {mc.arch} {self.task} model, {chans}"
+        sp = "native grid" if self.spacing is None else \
+            "x".join(f"{s:g}" for s in self.spacing) + " mm"
+        return (f"{mc.spatial_dims}D {mc.arch}, {chans}, "
                 f"label values {list(self.mapping.values)}, trained at {sp}")
+
+
+_MODE_WORDS = {"pairs": "trained on noisy/clean pairs",
+               "synthetic": "trained on clean images with synthetic",
+               "noise2void": "self-supervised (Noise2Void) on noisy images"}
+
+
+def _describe_restoration(rc: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """The restoration part of :meth:`Checkpoint.describe` (tolerates missing keys)."""
+    mode = str(rc.get("mode", "?"))
+    how = _MODE_WORDS.get(mode, f"mode {mode}")
+    if mode == "synthetic":
+        deg = str(rc.get("degrade", "")) or "?"
+        try:
+            from napari_medseg.core.degrade import describe as describe_degradation
+
+            deg = describe_degradation(deg)
+        except ValueError:  # a spec from a newer version: show it as written
+            pass
+        how += f" {deg}"
+    out = f"{how}, loss {rc.get('loss', '?')}"
+    psnrs = [h["psnr"] for h in history if isinstance(h, dict) and h.get("psnr") is not None]
+    if psnrs:
+        out += f", best validation PSNR {max(psnrs):.2f} dB"
+    return out
 
 
 def _versions() -> dict[str, str]:

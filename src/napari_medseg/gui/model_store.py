@@ -1,7 +1,11 @@
-"""Models known to one viewer: trained in the training widget or loaded from files.
+"""Models known to one viewer: trained in a widget or loaded from files, one store per task.
 
-The training and prediction widgets share one store per viewer, so a model
-just trained is offered for prediction at once.
+The training and prediction widgets share the viewer's segmentation store, so a
+model just trained is offered for prediction at once; the restoration widget
+has its own store (``task="restore"``). A store holds models of its task only:
+a restoration model loaded in the prediction widget (or a segmentation model
+in the restoration widget) is refused with a message that says where it
+belongs, and never appears in the other widgets' model lists.
 """
 
 from __future__ import annotations
@@ -11,6 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from qtpy.QtCore import QObject, Signal
+
+#: Task of a checkpoint -> how people call such a model, and where it is used.
+TASKS = {
+    "segment": ("a segmentation model", "the training / prediction widgets or "
+                "`napari-medseg predict`"),
+    "restore": ("a restoration model", "the Restoration widget or `napari-medseg restore`"),
+}
 
 
 @dataclass
@@ -28,16 +39,39 @@ class StoredModel:
         return self.model
 
 
+def check_task(checkpoint: Any, task: str, source: str = "This model") -> None:
+    """Raise ``ValueError`` when ``checkpoint`` is not a model of ``task``.
+
+    The message says what was expected, what came, and where the model can be used.
+    """
+    got = str(getattr(checkpoint, "task", "segment"))
+    if got == task:
+        return
+    want_words = TASKS.get(task, (f"a {task!r} model", ""))[0]
+    got_words, where = TASKS.get(got, (f"a {got!r} model", "the widget made for it"))
+    raise ValueError(f"{source} is {got_words}, but {want_words} is needed here; "
+                     f"use it in {where}.")
+
+
 class ModelStore(QObject):
-    """Named models; emits ``changed`` when one is added."""
+    """Named models of one ``task``; emits ``changed`` when one is added.
+
+    Parameters
+    ----------
+    task : str
+        Checkpoint task the store accepts (``"segment"`` or ``"restore"``).
+    """
 
     changed = Signal()
 
-    def __init__(self) -> None:
+    def __init__(self, task: str = "segment") -> None:
         super().__init__()
+        self.task = task
         self.models: dict[str, StoredModel] = {}
 
     def add(self, entry: StoredModel) -> str:
+        """Add ``entry`` under a unique name; ``ValueError`` for a model of another task."""
+        check_task(entry.checkpoint, self.task, f"'{entry.name}'")
         base, k = entry.name, 2
         while entry.name in self.models:
             entry.name = f"{base} [{k}]"
@@ -50,7 +84,8 @@ class ModelStore(QObject):
         """Load a model file (asking with a file dialog when ``path`` is None) and add it.
 
         Returns None when the user cancels the dialog; a foreign or damaged
-        file raises the checkpoint loader's ``ValueError``.
+        file raises the checkpoint loader's ``ValueError``, and so does a model
+        of another task than the store's.
         """
         from pathlib import Path
 
@@ -63,7 +98,9 @@ class ModelStore(QObject):
                                                   "napari-medseg model (*.pt);;All files (*)")
             if not path:
                 return None
-        entry = StoredModel(Path(path).name, load_checkpoint(path), None, str(path))
+        ckpt = load_checkpoint(path)
+        check_task(ckpt, self.task, str(path))
+        entry = StoredModel(Path(path).name, ckpt, None, str(path))
         self.add(entry)
         return entry
 
@@ -71,13 +108,14 @@ class ModelStore(QObject):
         return next(reversed(self.models.values()), None) if self.models else None
 
 
-_stores: weakref.WeakKeyDictionary[Any, ModelStore] = weakref.WeakKeyDictionary()
+_stores: weakref.WeakKeyDictionary[Any, dict[str, ModelStore]] = weakref.WeakKeyDictionary()
 
 
-def store_for(viewer: Any) -> ModelStore:
-    """The viewer's model store (created on first use)."""
-    try:
-        return _stores[viewer]
-    except KeyError:
-        s = _stores[viewer] = ModelStore()
-        return s
+def store_for(viewer: Any, task: str = "segment") -> ModelStore:
+    """The viewer's model store for ``task`` (created on first use)."""
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {', '.join(TASKS)}.")
+    per_task = _stores.setdefault(viewer, {})
+    if task not in per_task:
+        per_task[task] = ModelStore(task)
+    return per_task[task]

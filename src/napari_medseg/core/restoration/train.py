@@ -196,6 +196,7 @@ def fit_restoration(
     should_stop: Callable[[], bool] | None = None,
     channel_names: Sequence[str] = (),
     fingerprints: Sequence[str] = (),
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Generator[Event, None, RestoreResult]:
     """Train a restoration network, yielding events; return a :class:`RestoreResult`.
 
@@ -215,6 +216,9 @@ def fit_restoration(
         Where to write the best model whenever it improves.
     should_stop : callable, optional
         Polled between steps; True stops (the best model is kept).
+    clock : callable
+        Seconds, for the ``minutes`` budget, the learning-rate schedule and ETAs; a GUI
+        passes one that stands still while the user has paused training.
 
     Raises
     ------
@@ -290,7 +294,7 @@ def fit_restoration(
     best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     stopped = False
     step = 0
-    t0 = time.perf_counter()
+    t0 = clock()
     running: list[float] = []
 
     def frac(elapsed: float) -> float:
@@ -331,7 +335,7 @@ def fit_restoration(
                 if should_stop is not None and should_stop():
                     stopped = done = True
                     break
-                lr = rc.lr * (1 - frac(time.perf_counter() - t0)) ** 0.9
+                lr = rc.lr * (1 - frac(clock() - t0)) ** 0.9
                 for g in opt.param_groups:
                     g["lr"] = lr
                 x, y, m = sampler.sample(rc.batch_size)
@@ -351,7 +355,7 @@ def fit_restoration(
                 lv = float(loss.detach())
                 ep_losses.append(lv)
                 running.append(lv)
-                elapsed = time.perf_counter() - t0
+                elapsed = clock() - t0
                 f = frac(elapsed)
                 yield StepDone(step, epoch, float(np.mean(running[-20:])), lr, elapsed,
                                elapsed * (1 - f) / f if f > 0 else None, total_steps)
@@ -360,7 +364,7 @@ def fit_restoration(
                     break
             if not ep_losses:
                 break
-            elapsed = time.perf_counter() - t0
+            elapsed = clock() - t0
             f = frac(elapsed)
             yield EpochDone(epoch, step, float(np.mean(ep_losses)), elapsed,
                             elapsed * (1 - f) / f if f > 0 else None)
@@ -371,13 +375,13 @@ def fit_restoration(
             improved = best is None or score >= best
             history.append({"epoch": epoch, "step": step, "loss": float(np.mean(ep_losses)),
                             "val_loss": vl, "psnr": p, "ssim": s, "psnr_input": p0,
-                            "elapsed_s": time.perf_counter() - t0})
+                            "elapsed_s": clock() - t0})
             if improved:
                 best = score
                 best_state = snapshot()
                 if checkpoint_path:
                     save_checkpoint(checkpoint_path, ckpt(best_state))
-            yield RestoreValidated(epoch, step, p, s, vl, improved, time.perf_counter() - t0, p0)
+            yield RestoreValidated(epoch, step, p, s, vl, improved, clock() - t0, p0)
     except GeneratorExit:
         stopped = True
         if checkpoint_path and best is None:
