@@ -204,12 +204,42 @@ def cmd_predict(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- evaluate
 
 
+def _evaluate_axis(args: argparse.Namespace, ndim: int) -> int | None:
+    """The slicing axis of ``--per-slice`` (default: the last axis), or None without it."""
+    if args.axis is not None and not args.per_slice:
+        raise CliError("--axis chooses the slicing axis of --per-slice; add --per-slice.")
+    if not args.per_slice:
+        return None
+    if ndim < 2:
+        raise CliError(f"--per-slice needs 2D or 3D images, got {ndim}D.")
+    axis = ndim - 1 if args.axis is None else args.axis
+    if not -ndim <= axis < ndim:
+        raise CliError(f"--axis {args.axis} is out of range for {ndim}D images; pass "
+                       f"0..{ndim - 1}.")
+    return axis % ndim
+
+
+def _fmt_cell(v: float | None, width: int, digits: int = 3) -> str:
+    if v is None or v != v:  # undefined (None or NaN): the class is in neither mask
+        return f"{'-':>{width}}"
+    return f"{v:{width}.{digits}f}"
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.task == "restore":
         return cmd_evaluate_restore(args)
     if args.data_range is not None:
         raise CliError("--data-range is for --task restore (PSNR/SSIM).")
-    from napari_medseg.core.metrics import evaluate_segmentation, to_jsonable
+    from napari_medseg.core.metrics import (
+        SEGMENTATION_COLUMNS,
+        evaluate_segmentation,
+        per_slice_dice,
+        segmentation_rows,
+        to_jsonable,
+        volume_difference,
+        worst_slice,
+        write_csv,
+    )
 
     pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
     if pred.data.shape != ref.data.shape:
@@ -218,20 +248,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
         print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
               "reference's", file=sys.stderr)
+    axis = _evaluate_axis(args, pred.data.ndim)
     p = np.rint(pred.data).astype(np.int64)
     r = np.rint(ref.data).astype(np.int64)
     res = evaluate_segmentation(p, r, spacing=ref.spacing, tolerance_mm=args.tolerance)
-    print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7}")
+    labels = [int(k) for k in res["dice"]]
+    sd = per_slice_dice(p, r, axis=axis, labels=labels) if axis is not None else None
+    vd = sd.volume_difference(ref.spacing) if sd is not None else \
+        volume_difference(p, r, spacing=ref.spacing, labels=labels)
+    print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7} {'pred_ml':>10} {'ref_ml':>10} "
+          f"{'diff_ml':>10}")
     for k in res["dice"]:
         d, h, n = res["dice"][k], res["hd95_mm"][k], res["nsd"][k]
         if d is None:
             print(f"{k:>6}  absent in both prediction and reference")
             continue
-        print(f"{k:>6} {d:7.3f} {h:9.2f} {n:7.3f}")
+        v = vd[int(k)]
+        print(f"{k:>6} {d:7.3f} {h:9.2f} {n:7.3f} {v['pred_ml']:10.3f} {v['ref_ml']:10.3f} "
+              f"{v['diff_ml']:+10.3f}")
+    if sd is not None:
+        dice_s = sd.dice
+        shown = np.flatnonzero(sd.defined.any(axis=0))
+        print(f"per-slice Dice along axis {axis} ({len(shown)} of {sd.n_slices} slices hold a "
+              "label; '-': label in neither mask of the slice)")
+        print(f"{'slice':>6} " + " ".join(f"{'dice_' + str(v):>8}" for v in sd.labels))
+        for s in shown:
+            print(f"{s:>6} " + " ".join(_fmt_cell(dice_s[k, s], 8) for k in range(len(labels))))
+        for v in sd.labels:
+            w = worst_slice(sd, label=v)
+            if w is not None:
+                print(f"worst slice for label {v}: {w} (Dice {dice_s[sd.row(v), w]:.3f})")
+    if args.csv:
+        write_csv(args.csv, segmentation_rows(res, volume_diff=vd, slices=sd),
+                  SEGMENTATION_COLUMNS)
+        print(f"wrote {args.csv}")
     if args.json:
         res = dict(res)
         res["pred"], res["ref"] = str(args.pred), str(args.ref)
         res["spacing_mm"] = list(ref.spacing)
+        res["volume_difference"] = {str(k): v for k, v in vd.items()}
+        if sd is not None:
+            res["per_slice"] = {"axis": axis, "dice": {
+                str(v): [None if x != x else float(x) for x in sd.dice[k]]
+                for k, v in enumerate(sd.labels)}}
         Path(args.json).write_text(json.dumps(to_jsonable(res), indent=2))
         print(f"wrote {args.json}")
     return 0
@@ -409,12 +468,20 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_restore(args: argparse.Namespace) -> int:
-    from napari_medseg.core.metrics import evaluate_restoration, to_jsonable
+    from napari_medseg.core.metrics import (
+        RESTORATION_COLUMNS,
+        evaluate_restoration,
+        per_slice_errors,
+        restoration_rows,
+        to_jsonable,
+        write_csv,
+    )
 
     pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
     if pred.data.shape != ref.data.shape:
         raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
                        f"{ref.data.shape}; restore on the reference's grid.")
+    axis = _evaluate_axis(args, pred.data.ndim)
     p = np.asarray(pred.data, np.float64)
     r = np.asarray(ref.data, np.float64)
     if args.data_range is not None and not args.data_range > 0:
@@ -431,10 +498,22 @@ def cmd_evaluate_restore(args: argparse.Namespace) -> int:
     print(f"{'NMSE_var':>8} {res['nmse_variance']:.6g}  (MSE / Var(ref))")
     print(f"{'PSNR':>8} {res['psnr']:.4f} dB  (data range {res['data_range']:g})")
     print(f"{'SSIM':>8} {res['ssim']:.6f}  ({r.ndim}D, {win}-voxel window)")
+    per = None
+    if axis is not None:
+        per = per_slice_errors(p, r, axis=axis, data_range=res["data_range"])
+        print(f"per-slice errors along axis {axis} (PSNR with data range {res['data_range']:g})")
+        print(f"{'slice':>6} {'mae':>12} {'mse':>12} {'psnr_db':>9}")
+        for s_, (a, m, q) in enumerate(zip(per["mae"], per["mse"], per["psnr"])):
+            print(f"{s_:>6} {a:12.6g} {m:12.6g} {q:9.3f}")
+    if args.csv:
+        write_csv(args.csv, restoration_rows(res, slices=per, axis=axis), RESTORATION_COLUMNS)
+        print(f"wrote {args.csv}")
     if args.json:
         out = dict(res)
         out["pred"], out["ref"] = str(args.pred), str(args.ref)
         out["ssim_window"] = win
+        if per is not None:
+            out["per_slice"] = {"axis": axis, **{k: per[k] for k in ("mae", "mse", "psnr")}}
         Path(args.json).write_text(json.dumps(to_jsonable(out), indent=2))
         print(f"wrote {args.json}")
     return 0
@@ -677,6 +756,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the reference's max - min)")
     e.add_argument("--json", metavar="OUT.json")
     e.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm")
+    e.add_argument("--per-slice", action="store_true", help="also Dice of each label on every "
+                   "slice (restore: MAE, MSE, PSNR per slice) and the worst slice")
+    e.add_argument("--axis", type=int, default=None, metavar="N", help="array axis the slices "
+                   "of --per-slice are taken along (default: the last, axial in RAS NIfTI)")
+    e.add_argument("--csv", metavar="OUT.csv", help="write the volume table (and, with "
+                   "--per-slice, one row per slice and label) as CSV")
     e.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("restore", help="restore (denoise) an image with a restoration model")

@@ -1,4 +1,5 @@
-"""Metrics: overlap in millimetres (Dice, HD95, NSD) and image quality (MAE ... SSIM)."""
+"""Metrics: overlap in millimetres (Dice, HD95, NSD), per slice and as maps; image quality
+(MAE ... SSIM) and error maps; CSV tables of both."""
 
 from napari_medseg.core.metrics.image import (
     evaluate_restoration,
@@ -9,6 +10,7 @@ from napari_medseg.core.metrics.image import (
     psnr,
     ssim,
 )
+from napari_medseg.core.metrics.image_maps import absolute_error_map, per_slice_errors
 from napari_medseg.core.metrics.overlap import (
     dice,
     dice_per_class,
@@ -17,6 +19,26 @@ from napari_medseg.core.metrics.overlap import (
     hausdorff_distance,
     normalized_surface_dice,
     to_jsonable,
+)
+from napari_medseg.core.metrics.slices import (
+    FN,
+    FP,
+    NONE,
+    OVERLAP_NAMES,
+    TP,
+    WRONG_CLASS,
+    SliceDice,
+    overlap_map,
+    per_slice_dice,
+    volume_difference,
+    worst_slice,
+)
+from napari_medseg.core.metrics.table import (
+    RESTORATION_COLUMNS,
+    SEGMENTATION_COLUMNS,
+    restoration_rows,
+    segmentation_rows,
+    write_csv,
 )
 
 __all__ = [
@@ -34,4 +56,22 @@ __all__ = [
     "hausdorff_distance",
     "normalized_surface_dice",
     "to_jsonable",
+    "absolute_error_map",
+    "per_slice_errors",
+    "FN",
+    "FP",
+    "NONE",
+    "OVERLAP_NAMES",
+    "TP",
+    "WRONG_CLASS",
+    "SliceDice",
+    "overlap_map",
+    "per_slice_dice",
+    "volume_difference",
+    "worst_slice",
+    "RESTORATION_COLUMNS",
+    "SEGMENTATION_COLUMNS",
+    "restoration_rows",
+    "segmentation_rows",
+    "write_csv",
 ]

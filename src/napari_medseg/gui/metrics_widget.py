@@ -1,0 +1,380 @@
+"""Metrics widget: a prediction against a reference, as numbers, overlays and a slice plot.
+
+Two Labels layers -> segmentation: a table of Dice per class (volume and the
+viewed slice), HD95 and NSD in mm (layer scale) and the volume difference; a
+TP / FP / FN Labels overlay; a per-slice Dice plot docked at the bottom of the
+viewer (click a slice to go there) and a "worst slice" button. Two Image
+layers -> restoration: PSNR, SSIM, NMSE and MAE, an SSIM map and an
+absolute-error map.
+
+Editing either layer (painting, or new data) or moving along another axis
+recomputes, debounced by :data:`DEBOUNCE_MS`. The overlap numbers of a small
+volume are computed in the GUI thread (a few ms) so a correction shows its
+Dice at once; big volumes, the surface distances and restoration run in worker
+threads (:class:`~napari_medseg.gui.workers.JobRunner`), stale results dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
+                            QVBoxLayout, QWidget)
+
+from napari_medseg.core import metrics as M
+from napari_medseg.gui import layers as L
+from napari_medseg.gui import metrics_compute as C
+from napari_medseg.gui import metrics_table as T
+from napari_medseg.gui.metrics_plot import SliceCurvePlot
+from napari_medseg.gui.metrics_slices import SlicesAndExportMixin
+from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.workers import JobRunner, stop_on_close
+
+DEBOUNCE_MS = 200
+#: Marks this widget's output layers (never offered as inputs, never overwritten).
+OUTPUT_KEY = "medseg_metrics"
+OVERLAP_COLORS = {None: "transparent", M.NONE: "transparent", M.TP: "#3cd070",
+                  M.FP: "#ff4a4a", M.FN: "#3f8cff", M.WRONG_CLASS: "#ffd23f"}
+ALL = "all labels"
+
+
+class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
+    """Dock widget: compare a prediction with a reference layer, live."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.runner = JobRunner("metrics")
+        self.dist_runner = JobRunner("surface distances")
+        stop_on_close(self, self.runner, napari_viewer)
+        stop_on_close(self, self.dist_runner, napari_viewer)
+        self.token = 0
+        self.seg: C.OverlapPart | None = None
+        self.dist: C.DistancePart | None = None
+        self.restore: C.RestorationResult | None = None
+        self.like: L.LayerArray | None = None
+        self.overlay_layer: Any = None
+        self.ssim_layer: Any = None
+        self.error_layer: Any = None
+        self.plot_dock: Any = None
+        self._wired: list[tuple[Any, Any]] = []
+        self._rerun = {"fast": False, "dist": False}
+        self._axis: int | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(DEBOUNCE_MS)
+        self._timer.timeout.connect(self.recompute)
+        self.plot = SliceCurvePlot()
+        self.plot.slice_clicked.connect(self.go_to_slice)
+        self._build_ui()
+        ev = self.viewer.layers.events
+        for e in (ev.inserted, ev.removed, ev.reordered):
+            e.connect(self._layers_changed)
+        self.viewer.dims.events.current_step.connect(self._on_step)
+        self.viewer.dims.events.order.connect(self.schedule)
+        self.viewer.dims.events.ndisplay.connect(self.schedule)
+        self._layers_changed()
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        form = QFormLayout()
+        self.pred_combo, self.ref_combo = QComboBox(), QComboBox()
+        self.pred_combo.setToolTip("The layer to score: Labels (segmentation) or Image "
+                                   "(restoration).")
+        self.ref_combo.setToolTip("The reference (ground truth) of the same kind and grid.")
+        form.addRow("Prediction", self.pred_combo)
+        form.addRow("Reference", self.ref_combo)
+        self.class_combo = QComboBox()
+        self.class_combo.setToolTip("Class of the TP/FP/FN overlay and of 'worst slice' "
+                                    "(all labels: mean Dice of the labels on each slice).")
+        form.addRow("Class", self.class_combo)
+        lay.addLayout(form)
+        for c in (self.pred_combo, self.ref_combo):
+            c.currentIndexChanged.connect(self._inputs_changed)
+        self.class_combo.currentIndexChanged.connect(lambda *_: self.schedule())
+        row = QHBoxLayout()
+        self.worst_btn = QPushButton("Worst slice")
+        self.worst_btn.setToolTip("Go to the slice with the lowest Dice (slices where neither "
+                                  "mask has the class are skipped).")
+        self.worst_btn.clicked.connect(lambda: self.go_to_worst())
+        self.csv_btn, self.png_btn = QPushButton("Export CSV…"), QPushButton("Export plot…")
+        self.csv_btn.clicked.connect(self._ask_csv)
+        self.png_btn.clicked.connect(self._ask_png)
+        for b in (self.worst_btn, self.csv_btn, self.png_btn):
+            row.addWidget(b)
+        lay.addLayout(row)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.status)
+        self.table = T.make_table(T.SEG_HEADERS)
+        lay.addWidget(self.table)
+        self.restore_table = T.make_table(["Metric", "Value"])
+        self.restore_table.setRowCount(len(T.RESTORE_ROWS))
+        for i, (name, _, unit) in enumerate(T.RESTORE_ROWS):
+            T.set_cell(self.restore_table, i, 0, f"{name} {unit}".strip())
+        T.fit_height(self.restore_table)
+        lay.addWidget(self.restore_table)
+        self.legend = QLabel("Overlay: <span style='color:#3cd070'>TP</span> · "
+                             "<span style='color:#ff4a4a'>FP</span> · "
+                             "<span style='color:#3f8cff'>FN</span> · "
+                             "<span style='color:#ffd23f'>wrong class</span>")
+        lay.addWidget(self.legend)
+        lay.addStretch(1)
+        self._show_mode(None)
+
+    def _show_mode(self, mode: str | None) -> None:
+        seg, rest = mode == "segment", mode == "restore"
+        for w in (self.table, self.legend, self.class_combo, self.worst_btn):
+            w.setVisible(seg)
+        self.restore_table.setVisible(rest)
+        self.csv_btn.setEnabled(mode is not None)
+        self.png_btn.setEnabled(mode is not None)
+
+    # ------------------------------------------------------------ layers
+    def _candidates(self) -> list[Any]:
+        from napari.layers import Image, Labels
+
+        return [lay for lay in self.viewer.layers if isinstance(lay, (Image, Labels))
+                and not getattr(lay, "rgb", False) and OUTPUT_KEY not in (lay.metadata or {})]
+
+    def _layers_changed(self, *_: Any) -> None:
+        names = [lay.name for lay in self._candidates()]
+        old = (self.pred_combo.currentText(), self.ref_combo.currentText())
+        for c in (self.pred_combo, self.ref_combo):
+            c.blockSignals(True)
+            c.clear()
+            c.addItems(names)
+        pred = old[0] if old[0] in names else next(
+            (n for n in names if "pred" in n.lower()), names[0] if names else "")
+        kinds = {lay.name: type(lay).__name__ for lay in self._candidates()}
+        ref = old[1] if old[1] in names and old[1] != pred else next(
+            (n for n in names if n != pred and kinds.get(n) == kinds.get(pred)), "")
+        self.pred_combo.setCurrentText(pred)
+        self.ref_combo.setCurrentText(ref)
+        for c in (self.pred_combo, self.ref_combo):
+            c.blockSignals(False)
+        if (self.pred_combo.currentText(), self.ref_combo.currentText()) != old:
+            self._inputs_changed()
+        for attr in ("overlay_layer", "ssim_layer", "error_layer"):
+            if getattr(self, attr) is not None and getattr(self, attr) not in self.viewer.layers:
+                setattr(self, attr, None)  # the user deleted it: a new one comes next time
+
+    def set_layers(self, pred: str, ref: str) -> None:
+        """Select the prediction and reference layers by name (recomputes)."""
+        self.pred_combo.setCurrentText(pred)
+        self.ref_combo.setCurrentText(ref)
+        self._inputs_changed()
+
+    def inputs(self) -> tuple[Any, Any] | None:
+        names = {lay.name: lay for lay in self._candidates()}
+        p, r = names.get(self.pred_combo.currentText()), names.get(self.ref_combo.currentText())
+        return None if p is None or r is None or p is r else (p, r)
+
+    def _inputs_changed(self, *_: Any) -> None:
+        for emitter, cb in self._wired:
+            try:
+                emitter.disconnect(cb)
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        self._wired = []
+        pair = self.inputs()
+        if pair is not None:
+            for layer in pair:
+                # data: new array; paint: a stroke committed; labels_update: each dab of a stroke
+                for name in ("data", "paint", "labels_update", "scale"):
+                    em = getattr(layer.events, name, None)
+                    if em is not None:
+                        em.connect(self.schedule)
+                        self._wired.append((em, self.schedule))
+        self.schedule()
+
+    # ------------------------------------------------------------ recompute
+    def schedule(self, *_: Any) -> None:
+        """Recompute after :data:`DEBOUNCE_MS` of quiet (edits and slider moves restart it)."""
+        self._timer.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._timer.isActive() or self.runner.busy or self.dist_runner.busy
+
+    def _slice_axis(self, layer: Any) -> int | None:
+        if layer.ndim < 3:
+            return None
+        ax = L.slider_axis(self.viewer, layer)
+        return ax if ax is not None else (self._axis if self._axis is not None else 0)
+
+    def recompute(self) -> None:
+        """Recompute now for the selected layers (normally called by the debounce timer)."""
+        pair = self.inputs()
+        if pair is None:
+            self._show_mode(None)
+            return self._say("Pick a prediction and a reference layer (two Labels layers, or "
+                             "two Image layers).")
+        from napari.layers import Image, Labels
+
+        pl, rl = pair
+        if isinstance(pl, Labels) and isinstance(rl, Labels):
+            mode = "segment"
+        elif isinstance(pl, Image) and isinstance(rl, Image):
+            mode = "restore"
+        else:
+            self._show_mode(None)
+            return self._say(f"'{pl.name}' is a {type(pl).__name__} layer and '{rl.name}' a "
+                             f"{type(rl).__name__} layer; pick two Labels layers (segmentation) "
+                             "or two Image layers (restoration).", error=True)
+        if pl.data.shape != rl.data.shape:
+            return self._say(f"'{pl.name}' {tuple(pl.data.shape)} and '{rl.name}' "
+                             f"{tuple(rl.data.shape)} differ in shape; resample one onto the "
+                             "other's grid.", error=True)
+        self._show_mode(mode)
+        self.token += 1
+        self._axis = self._slice_axis(rl)
+        (self._recompute_segmentation if mode == "segment" else self._recompute_restoration)(
+            pl, rl)
+
+    def _recompute_segmentation(self, pl: Any, rl: Any) -> None:
+        big = int(np.prod(rl.data.shape)) > C.SYNC_MAX_VOXELS
+        pa, ra = L.layer_to_array(pl, copy=big), L.layer_to_array(rl, copy=big)
+        self.like = ra
+        label = self.class_combo.currentData()
+        if big:  # the worker gets copies: painting goes on meanwhile
+            if self.runner.busy:
+                self._rerun["fast"] = True
+                self.runner.job.cancel()  # type: ignore[union-attr]
+            else:
+                self._say("computing Dice…")
+                self.runner.start(C.overlap_job(pa.data, ra.data, spacing=ra.spacing,
+                                                axis=self._axis, map_label=label,
+                                                token=self.token),
+                                  on_done=self._show_overlap, warm=False,
+                                  on_finished=lambda: self._after("fast"))
+        else:
+            self._show_overlap(C.overlap_part(pa.data, ra.data, spacing=ra.spacing,
+                                              axis=self._axis, map_label=label,
+                                              token=self.token))
+        self._start_distances(pa if big else L.layer_to_array(pl),
+                              ra if big else L.layer_to_array(rl))
+
+    def _start_distances(self, pa: L.LayerArray, ra: L.LayerArray) -> None:
+        if self.dist_runner.busy:
+            self._rerun["dist"] = True
+            self.dist_runner.job.cancel()  # type: ignore[union-attr]
+            return
+        labels = [int(v) for v in np.union1d(np.unique(pa.data), np.unique(ra.data)) if v != 0]
+        self.dist_runner.start(C.distance_job(pa.data, ra.data, spacing=ra.spacing,
+                                              labels=labels, tolerance_mm=1.0, token=self.token),
+                               on_done=self._show_distances, warm=False,
+                               on_finished=lambda: self._after("dist"))
+
+    def _after(self, which: str) -> None:
+        if self._rerun[which]:
+            self._rerun[which] = False
+            self.recompute()
+
+    def _recompute_restoration(self, pl: Any, rl: Any) -> None:
+        pa, ra = L.layer_to_array(pl), L.layer_to_array(rl)
+        self.like = ra
+        if self.runner.busy:
+            self._rerun["fast"] = True
+            self.runner.job.cancel()  # type: ignore[union-attr]
+            return
+        self._say("computing SSIM…")
+        self.runner.start(C.restoration_job(pa.data, ra.data, axis=self._axis, token=self.token),
+                          on_done=self._show_restoration, warm=False,
+                          on_finished=lambda: self._after("fast"))
+
+    # ------------------------------------------------------------ results
+    def _show_overlap(self, res: C.OverlapPart) -> None:
+        if res.token != self.token:
+            return  # an edit came since: its own result follows
+        self.seg, self.restore = res, None
+        self._sync_classes(res.labels)
+        t = self.table
+        t.setRowCount(len(res.labels))
+        same = self.dist is not None and self.dist.report.get("dice", {}).keys() == \
+            {str(v) for v in res.labels} and self.dist.token == res.token
+        for i, v in enumerate(res.labels):
+            vd = res.volume_diff[v]
+            T.set_cell(t, i, 0, v, str(v))
+            T.set_cell(t, i, T.COL["Dice"], res.volume_dice[v])
+            if not same:
+                for h in ("HD95 mm", "NSD"):
+                    T.set_cell(t, i, T.COL[h], None, T.PENDING)
+            T.set_cell(t, i, T.COL["Vol pred ml"], vd["pred_ml"])
+            T.set_cell(t, i, T.COL["Vol ref ml"], vd["ref_ml"])
+            T.set_cell(t, i, T.COL["ΔV ml"], vd["diff_ml"], f"{vd['diff_ml']:+.3f}")
+            rel = vd["relative"]
+            T.set_cell(t, i, T.COL["ΔV %"], rel, T.fmt(None if rel is None else 100 * rel, 1))
+        T.fit_height(t)
+        self._update_overlay(res)
+        self._update_plot()
+        self._say(f"Dice updated in {1000 * res.seconds:.0f} ms"
+                  + ("; surface distances…" if self.dist_runner.busy else "."))
+
+    def _show_distances(self, res: C.DistancePart) -> None:
+        if res.token != self.token or self.seg is None:
+            return
+        self.dist = res
+        for i, v in enumerate(self.seg.labels):
+            T.set_cell(self.table, i, T.COL["HD95 mm"], res.report["hd95_mm"].get(str(v)),
+                       T.fmt(res.report["hd95_mm"].get(str(v)), 2))
+            T.set_cell(self.table, i, T.COL["NSD"], res.report["nsd"].get(str(v)))
+        self._say(f"Dice, HD95 and NSD (tolerance 1 mm) up to date; distances took "
+                  f"{res.seconds:.2f} s.")
+
+    def _sync_classes(self, labels: tuple[int, ...]) -> None:
+        have = [self.class_combo.itemData(i) for i in range(self.class_combo.count())]
+        want = [None, *labels]
+        if have == want:
+            return
+        cur = self.class_combo.currentData()
+        self.class_combo.blockSignals(True)
+        self.class_combo.clear()
+        self.class_combo.addItem(ALL, None)
+        for v in labels:
+            self.class_combo.addItem(f"label {v}", v)
+        self.class_combo.setCurrentIndex(max(0, want.index(cur)) if cur in want else 0)
+        self.class_combo.blockSignals(False)
+
+    def _output(self, attr: str, data: np.ndarray, name: str, kind: str, **kw: Any) -> Any:
+        layer = getattr(self, attr)
+        if layer is not None and layer in self.viewer.layers and layer.data.shape == data.shape:
+            layer.data = data
+            for k in ("contrast_limits",):
+                if k in kw:
+                    setattr(layer, k, kw[k])
+            return layer
+        assert self.like is not None
+        layer = L.add_array(self.viewer, data, self.like, name, kind=kind,
+                            metadata={OUTPUT_KEY: True}, **kw)
+        setattr(self, attr, layer)
+        return layer
+
+    def _update_overlay(self, res: C.OverlapPart) -> None:
+        from napari.utils.colormaps import DirectLabelColormap
+
+        layer = self._output("overlay_layer", res.overlap, "TP/FP/FN", "labels", opacity=0.7,
+                             colormap=DirectLabelColormap(color_dict=OVERLAP_COLORS))
+        layer.metadata[OUTPUT_KEY] = {"class": res.map_label, "codes": M.OVERLAP_NAMES}
+        layer.visible = True
+
+    def _show_restoration(self, res: C.RestorationResult) -> None:
+        if res.token != self.token:
+            return
+        self.restore, self.seg = res, None
+        for i, (_, key, _) in enumerate(T.RESTORE_ROWS):
+            v = res.report[key]
+            T.set_cell(self.restore_table, i, 1, v, T.fmt(v, 2 if key == "psnr" else 4))
+        hi = float(np.percentile(res.abs_error, 99.5)) if res.abs_error.size else 1.0
+        self._output("ssim_layer", res.ssim_map, "SSIM map", "image", colormap="magma",
+                     contrast_limits=(0.0, 1.0), blending="translucent")
+        self._output("error_layer", res.abs_error, "absolute error", "image",
+                     colormap="inferno", contrast_limits=(0.0, hi if hi > 0 else 1.0),
+                     blending="additive")
+        self._update_plot()
+        self._say(f"PSNR, SSIM ({res.win_size}-voxel window, data range "
+                  f"{res.report['data_range']:g}) in {res.seconds:.2f} s.")

@@ -1,0 +1,238 @@
+"""The Metrics widget in a real viewer: numbers equal the core's, overlays, plot clicks, edits."""
+
+from __future__ import annotations
+
+import csv
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QPoint, Qt
+from qtpy.QtGui import QImage
+
+from napari_medseg.core import metrics as M
+from napari_medseg.gui import layers as L
+from napari_medseg.gui import metrics_table as T
+from napari_medseg.gui.metrics_widget import OVERLAP_COLORS, MetricsWidget
+
+LEFT = Qt.MouseButton.LeftButton
+SCALE = (2.0, 1.0, 0.5)
+
+
+def _labels_pair():
+    """Reference: a box of label 1 on slices 2..9 and label 2 on slices 4..6; the prediction
+    misses part of label 1 on slice 7 (the worst slice) and adds label 2 on slice 3."""
+    ref = np.zeros((12, 20, 20), np.int32)
+    ref[2:10, 4:14, 4:14] = 1
+    ref[4:7, 15:19, 15:19] = 2
+    pred = ref.copy()
+    pred[7, 4:14, 4:10] = 0
+    pred[5, 4:14, 4:6] = 0
+    pred[3, 15:19, 15:19] = 2
+    return pred, ref
+
+
+def _viewer(make_napari_viewer, pred, ref):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros(ref.shape, np.float32), name="image", scale=SCALE)
+    viewer.add_labels(ref.copy(), name="reference", scale=SCALE)  # napari keeps the array
+    viewer.add_labels(pred.copy(), name="prediction", scale=SCALE)
+    return viewer
+
+
+def _widget(viewer, qtbot):
+    w = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(w, name="metrics")
+    _settle(qtbot, w)
+    return w
+
+
+def _settle(qtbot, w, timeout=20000):
+    qtbot.waitUntil(lambda: not w.busy and (w.seg is not None or w.restore is not None),
+                    timeout=timeout)
+
+
+def _col(w, name):
+    return [T.cell_value(w.table, i, T.COL[name]) for i in range(w.table.rowCount())]
+
+
+def test_segmentation_numbers_overlay_plot_and_slices(make_napari_viewer, qtbot):
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    assert (w.pred_combo.currentText(), w.ref_combo.currentText()) == ("prediction", "reference")
+    # the table: the core's numbers, distances in mm from the layer scale
+    rep = M.evaluate_segmentation(pred, ref, spacing=SCALE)
+    vd = M.volume_difference(pred, ref, spacing=SCALE)
+    assert _col(w, "Label") == [1, 2]
+    assert _col(w, "Dice") == [M.dice_per_class(pred, ref)[1], M.dice_per_class(pred, ref)[2]]
+    assert _col(w, "Dice") == [rep["dice"]["1"], rep["dice"]["2"]]
+    assert _col(w, "HD95 mm") == [rep["hd95_mm"]["1"], rep["hd95_mm"]["2"]]
+    assert _col(w, "NSD") == [rep["nsd"]["1"], rep["nsd"]["2"]]
+    assert _col(w, "ΔV ml") == [vd[1]["diff_ml"], vd[2]["diff_ml"]]
+    assert _col(w, "ΔV %") == [vd[1]["relative"], vd[2]["relative"]]
+    assert w.table.item(0, T.COL["Dice"]).text() == f"{rep['dice']['1']:.3f}"
+    # the TP/FP/FN overlay, on the reference's grid, fixed colours
+    ov = w.overlay_layer
+    assert ov is not None and ov.name == "TP/FP/FN" and type(ov).__name__ == "Labels"
+    np.testing.assert_array_equal(ov.data, M.overlap_map(pred, ref))
+    assert (ov.data[7, 4:14, 4:10] == M.FN).all() and (ov.data[3, 15:19, 15:19] == M.FP).all()
+    assert (ov.data[2] == M.TP).sum() == 100
+    np.testing.assert_allclose(ov.scale, SCALE)
+    for code in (M.TP, M.FP, M.FN):
+        np.testing.assert_allclose(ov.colormap.map(np.array([code]))[0],
+                                   ov.colormap.color_dict[code])
+    assert ov.colormap.color_dict[M.FP][0] == pytest.approx(1.0)  # FP red
+    # the plot: docked, one curve per class along the slider axis (0)
+    assert w.plot_dock is not None and w.plot.n_slices == 12
+    sd = M.per_slice_dice(pred, ref, axis=0)
+    np.testing.assert_array_equal(w.plot.series[0][1], sd.dice[0])
+    # clicking slice 5 on the plot shows slice 5
+    qtbot.mouseClick(w.plot, LEFT, pos=QPoint(int(w.plot.x_of(5)), w.plot.height() // 2))
+    assert L.displayed_index(viewer, viewer.layers["reference"], 0) == 5
+    assert w.plot.current == 5
+    here = sd.dice[:, 5]
+    assert T.cell_value(w.table, 0, T.COL["Dice here"]) == pytest.approx(here[0])
+    assert T.cell_value(w.table, 1, T.COL["Dice here"]) == pytest.approx(here[1])
+    # worst slice: label 1 is worst on slice 7; all labels (mean): slice 3 (label 2 Dice 0)
+    qtbot.mouseClick(w.worst_btn, LEFT)
+    assert L.displayed_index(viewer, viewer.layers["reference"], 0) == 3 == M.worst_slice(sd)
+    w.class_combo.setCurrentIndex(1)  # label 1
+    _settle(qtbot, w)
+    qtbot.mouseClick(w.worst_btn, LEFT)
+    assert L.displayed_index(viewer, viewer.layers["reference"], 0) == 7
+    np.testing.assert_array_equal(w.overlay_layer.data, M.overlap_map(pred, ref, label=1))
+    assert w.overlay_layer is ov  # updated in place, not a new layer
+    # transposing the view slices along another axis: new curves
+    viewer.dims.order = (2, 0, 1)
+    qtbot.waitUntil(lambda: w.seg is not None and w.seg.axis == 2 and not w.busy, timeout=10000)
+    assert w.plot.n_slices == 20
+    np.testing.assert_array_equal(w.plot.series[0][1], M.per_slice_dice(pred, ref, axis=2).dice[0])
+
+
+def test_painting_a_correction_updates_dice(make_napari_viewer, qtbot):
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    layer = viewer.layers["prediction"]
+    before = T.cell_value(w.table, 0, T.COL["Dice"])
+    layer.brush_size = 3
+    layer.selected_label = 1
+    t0 = time.perf_counter()
+    layer.paint((7, 5, 5), 1)  # napari emits `paint` (and `labels_update`)
+    qtbot.waitUntil(lambda: T.cell_value(w.table, 0, T.COL["Dice"]) != before, timeout=5000)
+    latency = time.perf_counter() - t0
+    assert latency < 2.0
+    fixed = np.asarray(layer.data)
+    assert fixed[7, 5, 5] == 1 and pred[7, 5, 5] == 0
+    assert T.cell_value(w.table, 0, T.COL["Dice"]) == M.dice_per_class(fixed, ref)[1]
+    _settle(qtbot, w)
+    np.testing.assert_array_equal(w.overlay_layer.data, M.overlap_map(fixed, ref))
+    rep = M.evaluate_segmentation(fixed, ref, spacing=SCALE)
+    assert _col(w, "HD95 mm") == [rep["hd95_mm"]["1"], rep["hd95_mm"]["2"]]
+    # new data for the whole layer: the `data` event
+    layer.data = ref.copy()
+    qtbot.waitUntil(lambda: _col(w, "Dice") == [1.0, 1.0], timeout=5000)
+    _settle(qtbot, w)
+    assert (w.overlay_layer.data != M.FN).all()
+
+
+def test_restoration_readout_and_maps(make_napari_viewer, qtbot, tmp_path):
+    rng = np.random.default_rng(0)
+    clean = np.zeros((10, 32, 32), np.float32)
+    clean[:, 8:24, 8:24] = 1.0
+    noisy = (clean + rng.normal(0, 0.1, clean.shape)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(noisy, name="restored")
+    viewer.add_image(clean, name="clean")
+    w = _widget(viewer, qtbot)
+    w.set_layers("restored", "clean")
+    _settle(qtbot, w)
+    ref = M.evaluate_restoration(noisy, clean, win_size=7)
+    got = {key: T.cell_value(w.restore_table, i, 1) for i, (_, key, _) in enumerate(T.RESTORE_ROWS)}
+    for key in ("psnr", "ssim", "nmse", "mae"):
+        assert got[key] == pytest.approx(ref[key], rel=1e-12), key
+    assert w.restore_table.isVisible() or not w.isVisible()
+    _, smap = M.ssim(noisy, clean, data_range=ref["data_range"], win_size=7, full=True)
+    np.testing.assert_allclose(w.ssim_layer.data, smap)
+    np.testing.assert_allclose(w.error_layer.data, np.abs(noisy.astype(float) - clean), atol=1e-6)
+    assert w.ssim_layer.colormap.name == "magma"
+    assert tuple(w.ssim_layer.contrast_limits) == (0.0, 1.0)
+    assert w.error_layer.colormap.name == "inferno"
+    assert 0 < w.error_layer.contrast_limits[1] <= float(w.error_layer.data.max())
+    # per-slice PSNR plot and the CSV with the CLI's columns
+    assert w.plot.n_slices == 10
+    rows = list(csv.DictReader(w.export_csv(tmp_path / "r.csv").open()))
+    assert rows[0]["scope"] == "volume" and float(rows[0]["psnr_db"]) == ref["psnr"]
+    assert len(rows) == 11 and rows[1]["scope"] == "slice"
+
+
+def test_exports_and_layer_rules(make_napari_viewer, qtbot, tmp_path):
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    viewer.add_labels(np.zeros(ref.shape, np.uint8), name="TP/FP/FN")  # the user's own layer
+    w = _widget(viewer, qtbot)
+    assert w.overlay_layer.name == "TP/FP/FN [2]"
+    assert not viewer.layers["TP/FP/FN"].data.any()  # never overwritten
+    names = [w.pred_combo.itemText(i) for i in range(w.pred_combo.count())]
+    assert "TP/FP/FN [2]" not in names and "TP/FP/FN" in names  # outputs are not inputs
+    # CSV: the same rows as the CLI's, read back
+    rows = list(csv.DictReader(w.export_csv(tmp_path / "m.csv").open()))
+    vol = [r for r in rows if r["scope"] == "volume"]
+    rep = M.evaluate_segmentation(pred, ref, spacing=SCALE)
+    assert [float(r["dice"]) for r in vol] == [rep["dice"]["1"], rep["dice"]["2"]]
+    assert [float(r["hd95_mm"]) for r in vol] == [rep["hd95_mm"]["1"], rep["hd95_mm"]["2"]]
+    per = [r for r in rows if r["scope"] == "slice"]
+    assert len(per) == 2 * 12
+    sd = M.per_slice_dice(pred, ref, axis=0)
+    assert float(per[7]["dice"]) == sd.dice[0, 7] and per[0]["dice"] == ""
+    # PNG of the plot
+    png = w.export_png(tmp_path / "p.png")
+    img = QImage(str(png))
+    assert (img.width(), img.height()) == (900, 320)
+    colours = {img.pixel(x, y) for x in range(0, 900, 3) for y in range(0, 320, 3)}
+    assert len(colours) > 8  # curves, axes and text were drawn on the background
+    # a Labels and an Image layer: said in the widget
+    w.set_layers("prediction", "image")
+    qtbot.waitUntil(lambda: not w.busy, timeout=5000)
+    assert "two Labels layers" in w.status.text()
+    assert not w.table.isVisibleTo(w)
+    w.set_layers("prediction", "reference")
+    _settle(qtbot, w)
+    assert w.table.isVisibleTo(w)
+
+
+def test_overlap_colors_are_fixed():
+    assert set(OVERLAP_COLORS) >= {None, M.NONE, M.TP, M.FP, M.FN, M.WRONG_CLASS}
+
+
+def test_big_volume_path_runs_in_the_worker(make_napari_viewer, qtbot, monkeypatch):
+    from napari_medseg.gui import metrics_compute as C
+
+    monkeypatch.setattr(C, "SYNC_MAX_VOXELS", 0)  # every volume counts as big
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    assert _col(w, "Dice") == list(M.dice_per_class(pred, ref).values())
+    layer = viewer.layers["prediction"]
+    # two quick edits: the first job's result is stale and dropped, the second one shows
+    layer.paint((7, 5, 5), 1)
+    w.recompute()
+    layer.paint((7, 8, 5), 1)
+    w.recompute()
+    fixed = np.asarray(layer.data).copy()
+    qtbot.waitUntil(lambda: not w.busy and _col(w, "Dice")[0] == M.dice_per_class(fixed, ref)[1],
+                    timeout=10000)
+    np.testing.assert_array_equal(w.overlay_layer.data, M.overlap_map(fixed, ref))
+    rep = M.evaluate_segmentation(fixed, ref, spacing=SCALE)
+    qtbot.waitUntil(lambda: not w.busy and _col(w, "HD95 mm") == [rep["hd95_mm"]["1"],
+                                                                  rep["hd95_mm"]["2"]],
+                    timeout=10000)
+
+
+def test_widget_is_contributed_by_the_plugin(make_napari_viewer):
+    from napari_medseg.gui.metrics_widget import MetricsWidget
+
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Metrics")
+    assert isinstance(widget, MetricsWidget)
