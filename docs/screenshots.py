@@ -4,8 +4,9 @@ Run with a display (or ``xvfb-run -a python docs/screenshots.py``). It opens
 napari on the brain phantom, keeps labels on every 5th axial slice only (as
 a user would paint them), trains a small 2D UNet for 7 short epochs, predicts the
 volume and saves ``docs/*.png``; then compares the phantom's three raters
-(``docs/raters_widget.png``). ``python docs/screenshots.py raters`` makes only
-the raters screenshot (seconds, no training).
+(``docs/raters_widget.png``), restores a noisy T1 (``docs/restore_widget.png``)
+and compares two raters in the metrics widget (``docs/metrics_widget.png``).
+``python docs/screenshots.py raters|restore|metrics`` makes only that one.
 """
 
 from __future__ import annotations
@@ -130,7 +131,91 @@ def raters_main() -> int:
     return 0
 
 
+def restore_main(epochs: int = 6) -> int:
+    """The restoration widget: trained on the clean T1 with synthetic Rician noise, then
+    restoring a noisy copy, compared with the clean one (noisy | restored | SSIM map)."""
+    import napari
+
+    from napari_medseg.core.degrade import degrade
+    from napari_medseg.gui.launch import dock_restore_and_metrics
+
+    viewer = napari.Viewer(title="napari-medseg", show=True)
+    viewer.window._qt_window.resize(1500, 1150)
+    viewer.open_sample("napari-medseg", "brain_phantom")
+    t1 = viewer.layers["phantom T1"]
+    for layer in list(viewer.layers):
+        if layer is not t1:
+            viewer.layers.remove(layer)
+    noisy = degrade(np.asarray(t1.data, np.float32), "rician:0.1", seed=1)
+    viewer.add_image(noisy, name="T1 noisy", scale=t1.scale, metadata=dict(t1.metadata))
+    viewer.dims.order = (2, 0, 1)
+    viewer.dims.set_point(2, 20 * t1.scale[2])
+    restore, _metrics = dock_restore_and_metrics(viewer)
+    restore.parentWidget().raise_()
+    restore.set_degradation("rician", 0.1)
+    restore.limit_combo.setCurrentText("epochs")
+    restore.limit_spin.setValue(epochs)
+    restore.steps_spin.setValue(25)
+    assert restore.start_training(), restore.status.text()
+    wait(lambda: restore.last_result is not None and not restore.runner.busy, 600)
+    print(restore.status.text(), flush=True)
+    restore.input_combo.setCurrentText("T1 noisy")
+    restore.ref_combo.setCurrentText("phantom T1")
+    restore.restore_btn.click()
+    wait(lambda: len(restore.last_layers) == 3 and not restore.runner.busy, 120)
+    print(restore.readout.text(), flush=True)
+    restored, err, smap = restore.last_layers
+    t1.visible = False
+    err.visible = False
+    viewer.grid.enabled = True
+    viewer.grid.shape = (1, 3)
+    viewer.layers.selection.active = restored
+    shot(viewer, "restore_widget.png")
+    viewer.close()
+    return 0
+
+
+def metrics_main() -> int:
+    """The metrics widget: rater 1 against rater 2 of the phantom's lesion, the TP/FP/FN
+    overlay and the per-slice Dice plot, on the slice where the lesion is widest."""
+    import napari
+
+    from napari_medseg.gui.launch import dock_restore_and_metrics
+
+    viewer = napari.Viewer(title="napari-medseg", show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    viewer.open_sample("napari-medseg", "brain_phantom")
+    for name in ("phantom tissue", "phantom T1", "rater 3"):
+        viewer.layers.remove(name)
+    viewer.dims.order = (2, 0, 1)
+    _restore, metrics = dock_restore_and_metrics(viewer)
+    metrics.parentWidget().raise_()
+    metrics.pred_combo.setCurrentText("rater 1")
+    metrics.ref_combo.setCurrentText("rater 2")
+    wait(lambda: False, 1.0)
+    wait(lambda: not metrics.busy and metrics.seg is not None, 60)
+    for name in ("rater 1", "rater 2"):
+        viewer.layers[name].visible = False
+    viewer.layers["phantom FLAIR"].visible = True
+    ov = metrics.overlay_layer
+    scale = np.asarray(ov.scale)
+    z = int(np.argmax((ov.data > 0).sum(axis=(0, 1))))  # where the lesion is widest
+    viewer.dims.set_point(2, z * scale[2])
+    wait(lambda: False, 1.0)
+    wait(lambda: not metrics.busy, 60)
+    ys, xs = np.nonzero(ov.data.max(axis=2))
+    viewer.reset_view()
+    viewer.camera.center = (float(ys.mean() * scale[0]), float(xs.mean() * scale[1]))
+    viewer.camera.zoom *= 2.0
+    shot(viewer, "metrics_widget.png")
+    viewer.close()
+    return 0
+
+
+PARTS = {"raters": raters_main, "restore": restore_main, "metrics": metrics_main}
+
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "raters":
-        sys.exit(raters_main())
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 7))
+    if len(sys.argv) > 1 and sys.argv[1] in PARTS:
+        sys.exit(PARTS[sys.argv[1]]())
+    code = main(int(sys.argv[1]) if len(sys.argv) > 1 else 7)
+    sys.exit(code or restore_main() or metrics_main())

@@ -61,5 +61,8 @@ def test_demo_viewer_opens_with_sample_layers(qtbot):
     viewer = open_demo_viewer(run=False)
     try:
         assert "phantom T1" in viewer.layers and "phantom tissue" in viewer.layers
+        docks = set(viewer.window._dock_widgets)
+        assert {"Train segmentation", "Predict segmentation", "Compare raters", "Restoration",
+                "Metrics"} <= docks
     finally:
         viewer.close()

@@ -165,7 +165,8 @@ def test_preview_train_restore_compare_save(make_napari_viewer, qtbot, images, t
     shot = viewer.screenshot(canvas_only=False, flash=False)
     from imageio import v3 as iio  # napari's own dependency
 
-    iio.imwrite("/tmp/restore_widget.png", shot)
+    assert shot.ndim == 3 and shot.shape[0] > 600  # the whole window, docks included
+    iio.imwrite(tmp_path / "restore_widget.png", shot)
 
     # again: a new layer, nothing overwritten
     qtbot.mouseClick(w.restore_btn, LEFT)

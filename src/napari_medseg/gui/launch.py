@@ -27,6 +27,18 @@ def dock_raters(viewer: Any) -> Any:
     return raters
 
 
+def dock_restore_and_metrics(viewer: Any) -> tuple[Any, Any]:
+    """Dock the restoration and metrics widgets on the right of ``viewer``, tabbed."""
+    from napari_medseg.gui.metrics_widget import MetricsWidget
+    from napari_medseg.gui.restore_widget import RestoreWidget
+
+    restore = RestoreWidget(viewer)
+    metrics = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(restore, area="right", name="Restoration", tabify=True)
+    viewer.window.add_dock_widget(metrics, area="right", name="Metrics", tabify=True)
+    return restore, metrics
+
+
 def open_demo_viewer(*, run: bool = True):  # -> napari.Viewer
     """Start a viewer on the brain phantom with the widgets docked; block in the Qt event
     loop when ``run``."""
@@ -36,8 +48,11 @@ def open_demo_viewer(*, run: bool = True):  # -> napari.Viewer
     viewer.open_sample("napari-medseg", "brain_phantom")
     viewer.dims.ndisplay = 2
     viewer.dims.order = (2, 0, 1)  # slide through axial slices (z), as a 2D model sees them
-    dock_widgets(viewer)
+    train, _predict = dock_widgets(viewer)
     dock_raters(viewer)
+    dock_restore_and_metrics(viewer)
+    # tabify stacks the docks; the first step of the demo is training
+    train.parentWidget().raise_()
     if run:
         napari.run()
     return viewer

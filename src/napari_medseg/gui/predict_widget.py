@@ -13,21 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medseg.gui import layers as L
+from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import MedsegWidget
@@ -89,8 +87,7 @@ class PredictWidget(MedsegWidget):
         self.model_label = QLabel("")
         self.model_label.setWordWrap(True)
         form.addRow(self.model_label)
-        self.channel_list = QListWidget()
-        self.channel_list.setMaximumHeight(90)
+        self.channel_list = CheckableLayerList(max_height=90)
         form.addRow("Channels", self.channel_list)
         self.mode_combo = QComboBox()
         self.mode_combo.addItems([WHOLE, SLICE])
@@ -147,40 +144,25 @@ class PredictWidget(MedsegWidget):
         """Check the layers named like the model's channels, else the first ones."""
         want = list(m.checkpoint.channel_names)
         n = m.checkpoint.model_config.in_channels
-        items = [self.channel_list.item(i) for i in range(self.channel_list.count())]
-        names = [it.text() for it in items]
+        names = self.channel_list.names()
         pick = want if want and all(w in names for w in want) else names[:n]
-        for it in items:
-            it.setCheckState(Qt.CheckState.Checked if it.text() in pick
-                             else Qt.CheckState.Unchecked)
+        self.channel_list.check_only(pick)
 
     def _layers_changed(self, *_: Any) -> None:
         checked = set(self.checked_channels())
-        self.channel_list.clear()
-        for layer in L.image_layers(self.viewer, inputs_only=True):
-            it = QListWidgetItem(layer.name)
-            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            it.setCheckState(Qt.CheckState.Checked if layer.name in checked
-                             else Qt.CheckState.Unchecked)
-            self.channel_list.addItem(it)
+        names = [lay.name for lay in L.image_layers(self.viewer, inputs_only=True)]
+        self.channel_list.refill(names, checked)
         m = self.selected_model()
         if m is not None and not checked:
             self._check_defaults(m)
 
     def checked_channels(self) -> list[str]:
-        out = []
-        for i in range(self.channel_list.count()):
-            it = self.channel_list.item(i)
-            if it.checkState() == Qt.CheckState.Checked:
-                out.append(it.text())
-        return out
+        """The checked Image layers, in the list's order."""
+        return self.channel_list.checked()
 
     def set_channels(self, names: list[str]) -> None:
         """Check these layers as input channels, in the model's channel order."""
-        for i in range(self.channel_list.count()):
-            it = self.channel_list.item(i)
-            it.setCheckState(Qt.CheckState.Checked if it.text() in names
-                             else Qt.CheckState.Unchecked)
+        self.channel_list.check_only(names)
         self._order = list(names)
 
     def load_model(self, path: str | None = None) -> StoredModel | None:

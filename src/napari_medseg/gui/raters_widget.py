@@ -32,8 +32,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -42,6 +40,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg.gui import layers as L
+from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import MedsegWidget
 
@@ -227,10 +226,9 @@ class RatersWidget(MedsegWidget):
     def _build_ui(self) -> None:
         lay = QVBoxLayout(self)
         form = QFormLayout()
-        self.rater_list = QListWidget()
-        self.rater_list.setMaximumHeight(110)
-        self.rater_list.setToolTip("Labels layers to compare, one per rater (the layer name is "
-                                   "the rater's name). All must share one image grid.")
+        self.rater_list = CheckableLayerList(
+            max_height=110, tooltip="Labels layers to compare, one per rater (the layer name is "
+                                    "the rater's name). All must share one image grid.")
         form.addRow("Raters", self.rater_list)
         self.method_combo = QComboBox()
         self.method_combo.addItems([STAPLE, MAJORITY])
@@ -296,30 +294,17 @@ class RatersWidget(MedsegWidget):
                     "rater" in layer.name.lower():
                 checked.add(layer.name)
         self._seen = {lay.name for lay in layers}
-        self.rater_list.clear()
-        for layer in layers:
-            it = QListWidgetItem(layer.name)
-            it.setFlags(it.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            it.setCheckState(Qt.CheckState.Checked if layer.name in checked
-                             else Qt.CheckState.Unchecked)
-            self.rater_list.addItem(it)
+        self.rater_list.refill([lay.name for lay in layers], checked)
         if self.highlight_layer is not None and self.highlight_layer not in self.viewer.layers:
             self.highlight_layer = None  # the user deleted it: the next click adds a new one
 
     def checked_raters(self) -> list[str]:
-        out = []
-        for i in range(self.rater_list.count()):
-            it = self.rater_list.item(i)
-            if it.checkState() == Qt.CheckState.Checked:
-                out.append(it.text())
-        return out
+        """The checked Labels layers, in the list's order."""
+        return self.rater_list.checked()
 
     def set_raters(self, names: Sequence[str]) -> None:
         """Check exactly these Labels layers as raters."""
-        for i in range(self.rater_list.count()):
-            it = self.rater_list.item(i)
-            it.setCheckState(Qt.CheckState.Checked if it.text() in names
-                             else Qt.CheckState.Unchecked)
+        self.rater_list.check_only(names)
 
     def collect_inputs(self) -> list[L.LayerArray]:
         """The checked layers as arrays; :class:`InputError` with the reason when unusable."""

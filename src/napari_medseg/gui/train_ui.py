@@ -1,0 +1,275 @@
+"""The training widget's form: its controls, and how they follow the viewer's layers.
+
+:class:`TrainControls` builds the controls (data, settings, buttons, model box), keeps
+the channel list and the labels picker in step with the layers, shows the label
+statistics and fills data-derived defaults (2D/3D, patch, batch).
+:class:`~napari_medseg.gui.train_widget.TrainWidget` adds the actions (train, stop,
+save, load) on top.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from napari_medseg.gui import layers as L
+from napari_medseg.gui.layer_list import CheckableLayerList
+from napari_medseg.gui.model_store import StoredModel
+from napari_medseg.gui.train_inputs import (
+    InputError,
+    LabelStats,
+    default_patch,
+    label_stats,
+    sparse_target,
+)
+from napari_medseg.gui.widget_base import MedsegWidget
+
+
+class TrainControls(MedsegWidget):
+    """Builds the training form and keeps it in step with the layers.
+
+    The subclass sets ``viewer`` and ``current`` before :meth:`_build_ui`, then
+    ``_stats_timer`` and ``_watched`` before the first :meth:`_layers_changed`, and
+    wires the action buttons.
+    """
+
+    viewer: Any
+    current: StoredModel | None
+    _watched: Any
+    _stats_timer: QTimer
+
+    # ------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        lay = QVBoxLayout(self)
+        data = QGroupBox("Data")
+        form = QFormLayout(data)
+        self.channel_list = CheckableLayerList(
+            max_height=90, tooltip="Image layers used as input channels, in this order.")
+        self.channel_list.itemChanged.connect(lambda *_: self._settings_from_data())
+        form.addRow("Channels", self.channel_list)
+        self.labels_combo = QComboBox()
+        self.labels_combo.currentIndexChanged.connect(lambda *_: self._labels_changed())
+        form.addRow("Labels", self.labels_combo)
+        self.axis_combo = QComboBox()
+        self.axis_combo.addItems(["axis 0", "axis 1", "axis 2"])
+        self.axis_combo.setToolTip("3D volumes: slices along this axis; a 2D model trains on them.")
+        self.axis_combo.currentIndexChanged.connect(lambda *_: self._settings_from_data())
+        form.addRow("Slices along", self.axis_combo)
+        self.background_check = QCheckBox("unlabelled voxels are background")
+        self.background_check.setToolTip(
+            "Off: slices without any label are ignored (sparse annotation). On: every voxel "
+            "with label 0 counts as background.")
+        self.background_check.toggled.connect(lambda *_: self.refresh_stats())
+        form.addRow(self.background_check)
+        self.stats_label = QLabel("")
+        self.stats_label.setWordWrap(True)
+        self.stats_label.setMinimumHeight(5 * self.stats_label.fontMetrics().lineSpacing())
+        self.stats_label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        form.addRow(self.stats_label)
+        lay.addWidget(data)
+
+        box = QGroupBox("Settings")
+        f2 = QFormLayout(box)
+        self.dims_combo = QComboBox()
+        self.dims_combo.addItems(["2D", "3D"])
+        self.dims_combo.currentIndexChanged.connect(lambda *_: self._patch_from_data())
+        f2.addRow("Model", self.dims_combo)
+        self.patch_edit = QLineEdit()
+        self.patch_edit.setToolTip("Patch size in voxels, one value per axis (e.g. 128 128).")
+        f2.addRow("Patch", self.patch_edit)
+        self.width_spin = QSpinBox()
+        self.width_spin.setRange(4, 128)
+        self.width_spin.setValue(16)
+        f2.addRow("Width", self.width_spin)
+        self.loss_combo = QComboBox()
+        self.loss_combo.addItems(["dice_ce", "dice", "ce"])
+        f2.addRow("Loss", self.loss_combo)
+        row = QHBoxLayout()
+        self.limit_spin = QSpinBox()
+        self.limit_spin.setRange(1, 100000)
+        self.limit_spin.setValue(2)
+        self.limit_combo = QComboBox()
+        self.limit_combo.addItems(["minutes", "epochs"])
+        row.addWidget(self.limit_spin)
+        row.addWidget(self.limit_combo)
+        f2.addRow("Train for", row)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 10000)
+        self.steps_spin.setValue(25)
+        f2.addRow("Steps / epoch", self.steps_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setValue(8)
+        f2.addRow("Batch", self.batch_spin)
+        self.device_combo = QComboBox()
+        from napari_medseg.core.engine import available_devices
+
+        self.device_combo.addItems(available_devices())
+        f2.addRow("Device", self.device_combo)
+        lay.addWidget(box)
+
+        b1 = QHBoxLayout()
+        self.train_btn = QPushButton("Train")
+        self.continue_btn = QPushButton("Continue training")
+        self.continue_btn.setToolTip("Warm start from the current model, e.g. after correcting "
+                                     "labels.")
+        b1.addWidget(self.train_btn)
+        b1.addWidget(self.continue_btn)
+        lay.addLayout(b1)
+        b2 = QHBoxLayout()
+        self.pause_btn = QPushButton("Pause")
+        self.stop_btn = QPushButton("Stop")
+        self.stop_btn.setToolTip("Stop now and keep the best model so far.")
+        b2.addWidget(self.pause_btn)
+        b2.addWidget(self.stop_btn)
+        lay.addLayout(b2)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.status)
+
+        mbox = QGroupBox("Model")
+        f3 = QVBoxLayout(mbox)
+        self.model_label = QLabel("No model yet: train one or load a file.")
+        self.model_label.setWordWrap(True)
+        f3.addWidget(self.model_label)
+        b3 = QHBoxLayout()
+        self.save_btn = QPushButton("Save model…")
+        self.load_btn = QPushButton("Load model…")
+        b3.addWidget(self.save_btn)
+        b3.addWidget(self.load_btn)
+        f3.addLayout(b3)
+        lay.addWidget(mbox)
+        lay.addStretch(1)
+        self._set_running(False)
+
+    def _set_running(self, running: bool) -> None:
+        self.train_btn.setEnabled(not running)
+        self.continue_btn.setEnabled(not running and self.current is not None)
+        self.pause_btn.setEnabled(running)
+        self.stop_btn.setEnabled(running)
+        self.load_btn.setEnabled(not running)
+        self.save_btn.setEnabled(self.current is not None)
+        if not running:
+            self.pause_btn.setText("Pause")
+
+    # ------------------------------------------------------------ layers
+    def _layers_changed(self, *_: Any) -> None:
+        checked = set(self.checked_channels())
+        names = [layer.name for layer in L.image_layers(self.viewer, inputs_only=True)]
+        if self.channel_list.count() == 0 and not checked and names:
+            checked = {names[0]}  # the first time: the first Image layer
+        self.channel_list.refill(names, checked, quiet=True)
+        current = self.labels_combo.currentText()
+        names = [lay.name for lay in L.labels_layers(self.viewer)]
+        self.labels_combo.blockSignals(True)
+        self.labels_combo.clear()
+        self.labels_combo.addItems(names)
+        if current in names:
+            self.labels_combo.setCurrentText(current)
+        self.labels_combo.blockSignals(False)
+        self._labels_changed()
+
+    def set_channels(self, names: list[str]) -> None:
+        """Check exactly these Image layers as channels (in the list's order)."""
+        self.channel_list.check_only(names)
+        self._settings_from_data()
+
+    def checked_channels(self) -> list[str]:
+        """The checked Image layers, in the list's order."""
+        return self.channel_list.checked()
+
+    def _labels_layer(self) -> Any:
+        name = self.labels_combo.currentText()
+        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+
+    def _labels_changed(self) -> None:
+        layer = self._labels_layer()
+        if self._watched is not None and self._watched is not layer:
+            for evname in ("paint", "data", "set_data"):
+                emitter = getattr(self._watched.events, evname, None)
+                if emitter is not None:
+                    emitter.disconnect(self._schedule_stats)
+        if layer is not None and self._watched is not layer:
+            for evname in ("paint", "set_data"):
+                emitter = getattr(layer.events, evname, None)
+                if emitter is not None:
+                    emitter.connect(self._schedule_stats)
+        self._watched = layer
+        if layer is not None and layer.ndim == 3:
+            ax = L.slider_axis(self.viewer, layer)
+            self.axis_combo.blockSignals(True)
+            self.axis_combo.setCurrentIndex(2 if ax is None else ax)
+            self.axis_combo.blockSignals(False)
+        self._settings_from_data()
+
+    def _schedule_stats(self, *_: Any) -> None:
+        self._stats_timer.start()
+
+    def _axis(self, ndim: int) -> int | None:
+        return self.axis_combo.currentIndex() if ndim == 3 else None
+
+    def _class_names(self) -> dict[int, str]:
+        layer = self._labels_layer()
+        names = dict((layer.metadata or {}).get("classes", {})) if layer is not None else {}
+        return {int(k): str(v) for k, v in names.items()}
+
+    def refresh_stats(self) -> LabelStats | None:
+        layer = self._labels_layer()
+        if layer is None:
+            self.stats_label.setText("Add a Labels layer and paint a few slices.")
+            return None
+        lab = L.layer_to_array(layer, copy=False).data
+        if lab.ndim not in (2, 3):
+            self.stats_label.setText(f"'{layer.name}' is {lab.ndim}D; only 2D and 3D layers.")
+            return None
+        try:
+            target = sparse_target(lab, axis=self._axis(lab.ndim),
+                                   background=self.background_check.isChecked())
+        except InputError as exc:
+            self.stats_label.setText(str(exc))
+            return None
+        st = label_stats(target, self._axis(lab.ndim))
+        self.stats_label.setText(st.text(self._class_names()))
+        return st
+
+    def _settings_from_data(self) -> None:
+        """Defaults derived from the data: 2D/3D, patch, batch."""
+        layer = self._labels_layer()
+        st = self.refresh_stats()
+        if layer is None:
+            return
+        nd = layer.ndim
+        self.axis_combo.setEnabled(nd == 3)
+        from napari_medseg.core.engine import available_devices
+
+        gpu = available_devices()[0] != "cpu"
+        dense = st is not None and st.labelled_slices >= 0.9 * st.n_slices
+        dims = 3 if (nd == 3 and gpu and dense and min(layer.data.shape) >= 32) else 2
+        self.dims_combo.blockSignals(True)
+        self.dims_combo.setCurrentIndex(dims - 2)
+        self.dims_combo.blockSignals(False)
+        self._patch_from_data()
+
+    def _patch_from_data(self) -> None:
+        layer = self._labels_layer()
+        if layer is None:
+            return
+        dims = 2 + self.dims_combo.currentIndex()
+        patch = default_patch(tuple(layer.data.shape), dims, self._axis(layer.ndim))
+        self.patch_edit.setText(" ".join(str(p) for p in patch))
+        self.batch_spin.setValue(8 if dims == 2 else 2)
+
