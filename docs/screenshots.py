@@ -137,7 +137,7 @@ def restore_main(epochs: int = 6) -> int:
     import napari
 
     from napari_medseg.core.degrade import degrade
-    from napari_medseg.gui.launch import dock_restore_and_metrics
+    from napari_medseg.gui.restore_widget import RestoreWidget
 
     viewer = napari.Viewer(title="napari-medseg", show=True)
     viewer.window._qt_window.resize(1500, 1150)
@@ -150,8 +150,8 @@ def restore_main(epochs: int = 6) -> int:
     viewer.add_image(noisy, name="T1 noisy", scale=t1.scale, metadata=dict(t1.metadata))
     viewer.dims.order = (2, 0, 1)
     viewer.dims.set_point(2, 20 * t1.scale[2])
-    restore, _metrics = dock_restore_and_metrics(viewer)
-    restore.parentWidget().raise_()
+    restore = RestoreWidget(viewer)
+    viewer.window.add_dock_widget(restore, area="right", name="Restoration")
     restore.set_degradation("rician", 0.1)
     restore.limit_combo.setCurrentText("epochs")
     restore.limit_spin.setValue(epochs)
@@ -169,6 +169,7 @@ def restore_main(epochs: int = 6) -> int:
     err.visible = False
     viewer.grid.enabled = True
     viewer.grid.shape = (1, 3)
+    viewer.reset_view()
     viewer.layers.selection.active = restored
     shot(viewer, "restore_widget.png")
     viewer.close()
@@ -190,8 +191,7 @@ def metrics_main() -> int:
     viewer.dims.order = (2, 0, 1)
     _restore, metrics = dock_restore_and_metrics(viewer)
     metrics.parentWidget().raise_()
-    metrics.pred_combo.setCurrentText("rater 1")
-    metrics.ref_combo.setCurrentText("rater 2")
+    metrics.set_layers("rater 1", "rater 2")
     wait(lambda: False, 1.0)
     wait(lambda: not metrics.busy and metrics.seg is not None, 60)
     for name in ("rater 1", "rater 2"):

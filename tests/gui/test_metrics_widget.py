@@ -43,6 +43,10 @@ def _viewer(make_napari_viewer, pred, ref):
 def _widget(viewer, qtbot):
     w = MetricsWidget(viewer)
     viewer.window.add_dock_widget(w, name="metrics")
+    n = len(viewer.layers)
+    qtbot.wait(300)  # longer than the debounce: nothing happens before Compare
+    assert len(viewer.layers) == n and w.seg is None and w.restore is None and w.plot_dock is None
+    qtbot.mouseClick(w.compare_btn, LEFT)
     _settle(qtbot, w)
     return w
 

@@ -62,6 +62,9 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self._wired: list[tuple[Any, Any]] = []
         self._rerun = {"fast": False, "dist": False}
         self._axis: int | None = None
+        # Nothing is computed (and no layer added) until the user asks once: layers the user
+        # adds to the viewer must not spawn overlays; after that the numbers follow edits.
+        self.live = False
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
@@ -76,6 +79,8 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self.viewer.dims.events.order.connect(self.schedule)
         self.viewer.dims.events.ndisplay.connect(self.schedule)
         self._layers_changed()
+        self._say("Pick a prediction and a reference layer (two Labels layers, or two Image "
+                  "layers) and press Compare.")
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -96,6 +101,11 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             c.currentIndexChanged.connect(self._inputs_changed)
         self.class_combo.currentIndexChanged.connect(lambda *_: self.schedule())
         row = QHBoxLayout()
+        self.compare_btn = QPushButton("Compare")
+        self.compare_btn.setToolTip("Compute the metrics and add the overlay / maps; they then "
+                                    "follow your edits and the displayed slice.")
+        self.compare_btn.clicked.connect(lambda: self.compare())
+        row.addWidget(self.compare_btn)
         self.worst_btn = QPushButton("Worst slice")
         self.worst_btn.setToolTip("Go to the slice with the lowest Dice (slices where neither "
                                   "mask has the class are skipped).")
@@ -164,10 +174,17 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
                 setattr(self, attr, None)  # the user deleted it: a new one comes next time
 
     def set_layers(self, pred: str, ref: str) -> None:
-        """Select the prediction and reference layers by name (recomputes)."""
+        """Select the prediction and reference layers by name and compare them (live)."""
         self.pred_combo.setCurrentText(pred)
         self.ref_combo.setCurrentText(ref)
+        self.live = True
         self._inputs_changed()
+
+    def compare(self) -> None:
+        """Compare the selected layers now and keep the results live from then on."""
+        self.live = True
+        self._timer.stop()
+        self.recompute()
 
     def inputs(self) -> tuple[Any, Any] | None:
         names = {lay.name: lay for lay in self._candidates()}
@@ -194,8 +211,10 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
 
     # ------------------------------------------------------------ recompute
     def schedule(self, *_: Any) -> None:
-        """Recompute after :data:`DEBOUNCE_MS` of quiet (edits and slider moves restart it)."""
-        self._timer.start()
+        """Recompute after :data:`DEBOUNCE_MS` of quiet (edits and slider moves restart it),
+        once the user has pressed Compare."""
+        if self.live:
+            self._timer.start()
 
     @property
     def busy(self) -> bool:
