@@ -277,3 +277,24 @@ def test_binary_dice_ce_uses_bce():
     logits, target = _inputs(1, 3)
     expect = SoftDiceLoss()(logits, target) + BCELoss()(logits, target)
     assert torch.allclose(make_loss("dice_ce", num_classes=1)(logits, target), expect)
+
+
+def test_soft_dice_min_overlap_is_minimal_at_fractional_targets():
+    # Rater vote fractions: with the default min(p, t) overlap, p == t is the optimum (loss 0);
+    # the product overlap is lower when p is pushed from t towards 0/1.
+    t = torch.tensor([0.0, 0.2, 0.5, 0.7, 1.0, 1.0]).view(1, 1, 1, 6)
+    frac = (t > 0) & (t < 1)
+
+    def loss_at(p, **kw):
+        logits = torch.logit(p.clamp(1e-6, 1 - 1e-6))
+        return SoftDiceLoss(smooth=0.0, **kw)(logits, t).item()
+
+    assert loss_at(t) == pytest.approx(0.0, abs=1e-5)
+    for d in (-0.1, 0.1):
+        assert loss_at(torch.where(frac, t + d, t)) > 0.01
+    sharpened = torch.where(frac, (t > 0.45).float(), t)  # 0.2 -> 0, 0.5 and 0.7 -> 1
+    assert loss_at(sharpened, soft_overlap="product") < loss_at(t, soft_overlap="product") - 0.03
+    ce = DiceCELoss(smooth=0.0)
+    assert ce.soft_overlap == "min" and "soft_overlap='min'" in repr(ce)
+    with pytest.raises(ValueError, match="soft_overlap"):
+        SoftDiceLoss(soft_overlap="max")

@@ -17,6 +17,7 @@ UPSAMPLES = ("interp", "transpose")
 SEG_LOSSES = ("dice_ce", "dice", "ce", "bce")
 INTENSITY_NORMS = ("percentile", "zscore")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+RATER_MODES = ("soft", "sample", "majority")
 
 T = TypeVar("T")
 
@@ -157,6 +158,14 @@ class TrainConfig(_JsonMixin):
         mask for skull-stripped MR); nothing outside it is labelled foreground.
     overlap : float
         Sliding-window overlap for validation and prediction.
+    raters : {"soft", "sample", "majority"}
+        How to train on cases labelled by several raters (see
+        :func:`napari_medseg.core.pipeline.prepare_rater_case`). ``soft``: per-class
+        vote fractions as soft targets (cross-entropy with soft targets plus a soft
+        Dice that is minimal at the vote fraction); ``sample``: each patch takes
+        the labels of one rater drawn at random; ``majority``: train on the
+        plurality vote. Cases with one label volume train the same way in every
+        mode.
     """
 
     patch_size: tuple[int, ...] = (64, 64, 64)
@@ -178,12 +187,14 @@ class TrainConfig(_JsonMixin):
     spacing: tuple[float, ...] | None = None
     crop_foreground: bool = True
     overlap: float = 0.5
+    raters: str = "soft"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_choice("loss", self.loss, SEG_LOSSES)
         _check_choice("device", self.device, DEVICES)
         _check_choice("intensity_norm", self.intensity_norm, INTENSITY_NORMS)
+        _check_choice("raters", self.raters, RATER_MODES)
         if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1:
             raise ValueError(f"patch_size must be 2 or 3 positive ints, got {self.patch_size}.")
         if self.batch_size < 1 or self.steps_per_epoch < 1:

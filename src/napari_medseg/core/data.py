@@ -237,6 +237,37 @@ def resample_to_shape(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return np.pad(out, pad, mode="edge").astype(np.float32)
 
 
+def rater_majority(raters: np.ndarray) -> np.ndarray:
+    """Plurality vote of stacked class-index volumes, counting only raters that labelled a voxel.
+
+    Parameters
+    ----------
+    raters : np.ndarray
+        (R, *spatial) class indices, -1 where that rater left the voxel unlabelled.
+
+    Returns
+    -------
+    np.ndarray
+        (*spatial) int16 class indices. A rater's -1 is an abstention, not a
+        vote for background; a voxel no rater labelled stays -1. Ties go to the
+        lowest tied class, so background wins every tie it is part of (the
+        conservative default of :func:`napari_medseg.core.raters.majority_vote`).
+    """
+    r = np.asarray(raters)
+    top = int(r.max()) if r.size else -1
+    if top < 0:
+        return np.full(r.shape[1:], UNLABELLED, np.int16)
+    # Running argmax over class counts keeps memory at two volumes, not K.
+    best = np.full(r.shape[1:], UNLABELLED, np.int16)
+    best_n = np.zeros(r.shape[1:], np.int32)
+    for k in range(top + 1):
+        n = (r == k).sum(axis=0, dtype=np.int32)
+        better = n > best_n  # strict: an equal later count leaves the lower class
+        best[better] = k
+        best_n[better] = n[better]
+    return best
+
+
 @dataclass
 class Case:
     """One training/validation case, ready for patch sampling.
@@ -246,25 +277,62 @@ class Case:
     image : np.ndarray
         (C, *spatial) float32, normalised, cropped and resampled.
     target : np.ndarray
-        (*spatial) int16 class indices, -1 where unlabelled.
+        (*spatial) int16 class indices, -1 where unlabelled. With ``raters``
+        it is their plurality vote (:func:`rater_majority`), used for
+        validation, for the ``majority`` rater mode and for single-label code.
     spacing : tuple of float
         Voxel size after resampling.
     name : str
         For messages.
+    raters : np.ndarray or None
+        (R, *spatial) int16 class indices of R raters (-1 where a rater left a
+        voxel unlabelled: that rater abstains there), or None for one label
+        volume. Build multi-rater cases with :meth:`from_raters`.
     """
 
     image: np.ndarray
     target: np.ndarray
     spacing: tuple[float, ...]
     name: str = "case"
+    raters: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.image.shape[1:] != self.target.shape:
             raise ValueError(f"{self.name}: image {self.image.shape[1:]} and labels "
                              f"{self.target.shape} differ in shape; resample the labels onto "
                              "the image grid.")
+        if self.raters is not None:
+            r = self.raters
+            if r.ndim != self.target.ndim + 1 or r.shape[1:] != self.target.shape:
+                raise ValueError(f"{self.name}: rater labels {self.raters.shape} must be (R, "
+                                 f"*{self.target.shape}), one volume per rater on the image grid.")
+            if self.raters.shape[0] < 1:
+                raise ValueError(f"{self.name}: raters given with no label volume; pass at "
+                                 "least one.")
+
+    @classmethod
+    def from_raters(cls, image: np.ndarray, raters: np.ndarray | Sequence[np.ndarray],
+                    spacing: tuple[float, ...], name: str = "case") -> "Case":
+        """A case labelled by several raters; ``target`` becomes their plurality vote.
+
+        Parameters
+        ----------
+        image : np.ndarray
+            (C, *spatial) normalised image.
+        raters : np.ndarray or sequence of np.ndarray
+            R class-index volumes of the image grid, -1 where a rater did not label.
+        spacing : tuple of float
+        name : str
+        """
+        stack = np.stack([np.asarray(r) for r in raters]).astype(np.int16)
+        return cls(image, rater_majority(stack), spacing, name, stack)
+
+    @property
+    def n_raters(self) -> int:
+        """Number of label volumes (1 without ``raters``)."""
+        return 1 if self.raters is None else int(self.raters.shape[0])
 
     @property
     def labelled_fraction(self) -> float:
-        """Fraction of voxels that carry a label."""
+        """Fraction of voxels that carry a label (from at least one rater)."""
         return float((self.target >= 0).mean())

@@ -24,7 +24,7 @@ from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import Case, ChannelNorm, LabelMapping
 from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
-from napari_medseg.core.sampling import PatchSampler, augment_batch
+from napari_medseg.core.sampling import PatchSampler, augment_batch, rater_soft_targets
 
 Event = StepDone | EpochDone | Validated | Message
 
@@ -154,7 +154,10 @@ def fit(
     Parameters
     ----------
     train_cases : sequence of Case
-        Prepared cases (see :func:`napari_medseg.core.pipeline.prepare_case`).
+        Prepared cases (see :func:`napari_medseg.core.pipeline.prepare_case`, and
+        :func:`~napari_medseg.core.pipeline.prepare_rater_case` for an image labelled by
+        several raters; ``train_config.raters`` says how those are used). Validation
+        scores multi-rater cases against their plurality vote.
     model_config, train_config : ModelConfig, TrainConfig
     mapping : LabelMapping
         Label values <-> classes; stored in the checkpoint.
@@ -189,7 +192,8 @@ def fit(
                              f"{mc.in_channels}.")
     present = set()
     for c in train_cases:
-        present.update(int(v) for v in np.unique(c.target) if v >= 0)
+        present.update(int(v) for v in np.unique(c.target if c.raters is None else c.raters)
+                       if v >= 0)
     if len(present) < 2:
         raise ValueError(f"Only class value(s) {[mapping.values[k] for k in present]} are labelled; "
                          "label at least background and one structure.")
@@ -228,9 +232,14 @@ def fit(
         train_cases = list(train_cases[:-n_val])
         yield Message(f"validating on {n_val} held-out case(s): "
                       + ", ".join(c.name for c in vcases))
+    rater_info = _rater_info(train_cases, tc.raters)
+    if rater_info["max_raters"] > 1:
+        yield Message(f"{rater_info['max_raters']} rater(s) per case at most, rater mode "
+                      f"{tc.raters!r}", extra={"raters": rater_info})
     sampler = PatchSampler(train_cases, tc.patch_size, spatial_dims=mc.spatial_dims,
                            fg_oversample=tc.fg_oversample, slice_axis=tc.slice_axis,
-                           seed=tc.seed + 1000 * dist_info.rank)  # each rank its own patches
+                           seed=tc.seed + 1000 * dist_info.rank,  # each rank its own patches
+                           raters=tc.raters)
 
     total_steps = None if tc.epochs is None else tc.epochs * tc.steps_per_epoch
     budget_s = None if tc.minutes is None else tc.minutes * 60.0
@@ -253,7 +262,8 @@ def fit(
     def make_ckpt(state: dict[str, torch.Tensor]) -> Checkpoint:
         return Checkpoint(model_config=mc, train_config=tc, mapping=mapping, norms=tuple(norms),
                           spacing=tc.spacing, state_dict=state, history=list(history),
-                          channel_names=list(channel_names), fingerprints=list(fingerprints))
+                          channel_names=list(channel_names), fingerprints=list(fingerprints),
+                          extra={"raters": rater_info})
 
     epoch = 0
     done = False
@@ -276,10 +286,13 @@ def fit(
                 y = y.to(device, non_blocking=True)
                 if tc.augment:
                     x, y = augment_batch(x, y, gen=gen)
+                mask = None
+                if y.ndim == x.ndim:  # a stack of raters ("soft"): vote fractions after augmenting
+                    y, mask = rater_soft_targets(y, num_classes, binary=mc.out_channels == 1)
                 x = x.contiguous(memory_format=mem_fmt)
                 with torch.autocast(device.type, enabled=use_amp):
                     logits = net(x)
-                    loss = loss_fn(logits.float(), y)
+                    loss = loss_fn(logits.float(), y, mask)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -337,6 +350,13 @@ def fit(
     final.load_state_dict(best_state)
     final.eval()
     return FitResult(ckpt, final, step, stopped, best, history)
+
+
+def _rater_info(cases: Sequence[Case], mode: str) -> dict[str, Any]:
+    """What the checkpoint records about the raters the model learnt from."""
+    counts = [c.n_raters for c in cases]
+    return {"mode": mode if max(counts) > 1 else "single", "max_raters": max(counts),
+            "n_raters": counts}
 
 
 def run(gen: Generator[Any, None, Any], on_event: Callable[[Any], None] | None = None) -> Any:

@@ -88,15 +88,75 @@ def prepare_case(channels: Sequence[np.ndarray], label: np.ndarray, spacing: Seq
     ``label`` holds the user's label values, with -1 (:data:`UNLABELLED`)
     where nothing was annotated.
     """
-    lab = np.asarray(label)
-    if lab.shape != np.shape(channels[0]):
-        raise ValueError(f"{name}: image {np.shape(channels[0])} and labels {lab.shape} differ in "
-                         "shape; resample the labels onto the image grid.")
-    if np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab)):
-        raise ValueError(f"{name}: labels contain NaN; label values must be integers.")
+    lab = _check_label(label, np.shape(channels[0]), name)  # before the costly normalisation
     prep = prepare_input(channels, spacing, method=config.intensity_norm,
                          target_spacing=config.spacing, crop_foreground=config.crop_foreground,
                          names=channel_names)
+    target = _target(lab, prep, mapping, name)
+    return Case(prep.image, target, prep.spacing, name), prep
+
+
+def prepare_rater_case(channels: Sequence[np.ndarray], raters: Sequence[np.ndarray],
+                       spacing: Sequence[float], *, mapping: LabelMapping, config: TrainConfig,
+                       name: str = "case", channel_names: Sequence[str] | None = None,
+                       rater_names: Sequence[str] | None = None) -> tuple[Case, PreparedInput]:
+    """Turn an image labelled by several raters into one training :class:`Case`.
+
+    Each rater's labels go through the same mapping, crop and resampling as in
+    :func:`prepare_case`; :attr:`Case.target` becomes their plurality vote and
+    :attr:`Case.raters` keeps them all, for ``TrainConfig.raters`` to use.
+
+    Parameters
+    ----------
+    channels : sequence of np.ndarray
+        The image's channels, one grid.
+    raters : sequence of np.ndarray
+        One label volume per rater, on the image grid, in the user's label values.
+        -1 (:data:`UNLABELLED`) where a rater did not annotate: that rater
+        abstains there. Vote fractions count only the raters that labelled a
+        voxel, the plurality vote too; a voxel no rater labelled is ignored.
+    spacing : sequence of float
+    mapping : LabelMapping
+        Built from all raters' labels (:meth:`LabelMapping.from_labels`).
+    config : TrainConfig
+    name : str
+    channel_names, rater_names : sequence of str or None
+        For messages.
+
+    Raises
+    ------
+    ValueError
+        No rater, or a rater whose grid differs from the image's (the message names it).
+    """
+    if len(raters) == 0:
+        raise ValueError(f"{name}: no rater label volume given; pass at least one.")
+    names = list(rater_names) if rater_names is not None else [f"rater {i + 1}"
+                                                               for i in range(len(raters))]
+    if len(names) != len(raters):
+        raise ValueError(f"{name}: {len(names)} rater names for {len(raters)} label volumes; "
+                         "give one name per rater.")
+    shape = np.shape(channels[0])
+    labs = [_check_label(r, shape, f"{name} ({nm})") for r, nm in zip(raters, names)]
+    prep = prepare_input(channels, spacing, method=config.intensity_norm,
+                         target_spacing=config.spacing, crop_foreground=config.crop_foreground,
+                         names=channel_names)
+    stack = [_target(lab, prep, mapping, f"{name} ({nm})") for lab, nm in zip(labs, names)]
+    return Case.from_raters(prep.image, stack, prep.spacing, name), prep
+
+
+def _check_label(label: np.ndarray, shape: Sequence[int], name: str) -> np.ndarray:
+    """The label array, after checking it lies on the image grid and holds no NaN."""
+    lab = np.asarray(label)
+    if lab.shape != tuple(shape):
+        raise ValueError(f"{name}: image {tuple(shape)} and labels {lab.shape} differ in "
+                         "shape; resample the labels onto the image grid.")
+    if np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab)):
+        raise ValueError(f"{name}: labels contain NaN; label values must be integers.")
+    return lab
+
+
+def _target(lab: np.ndarray, prep: PreparedInput, mapping: LabelMapping, name: str) -> np.ndarray:
+    """User label values on the image grid -> class indices on the prepared grid."""
     classes = mapping.to_classes(lab)
     outside = np.ones(lab.shape, bool)
     outside[prep.crop] = False
@@ -109,7 +169,7 @@ def prepare_case(channels: Sequence[np.ndarray], label: np.ndarray, spacing: Seq
                                                               prep.cropped_shape))
     if target.shape != prep.image.shape[1:]:
         target = _fit_shape(target, prep.image.shape[1:])
-    return Case(prep.image, target, prep.spacing, name), prep
+    return target
 
 
 def _fit_shape(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -25,6 +25,19 @@ class PatchSampler:
     uniformly among the classes present, which keeps small structures (a
     lesion, enhancing tumour) in view.
 
+    Cases labelled by several raters (:attr:`Case.raters`) are sampled at
+    the same locations in every rater mode: a centre is a voxel some rater
+    labelled, a foreground centre one that some rater gave that class, so
+    the disagreement band at a structure's edge is in view whatever the mode.
+    What the patch's target holds depends on ``raters``:
+
+    * ``"majority"``: the plurality vote (:attr:`Case.target`);
+    * ``"sample"``: one rater of that case, drawn uniformly per patch;
+    * ``"soft"``: all raters, cut at the same place, as (R, *patch) class
+      indices; cases with fewer raters are padded with all-unlabelled
+      volumes (an abstaining rater). Turn them into vote fractions with
+      :func:`rater_soft_targets` after augmentation.
+
     Parameters
     ----------
     cases : sequence of Case
@@ -36,12 +49,17 @@ class PatchSampler:
     fg_oversample : float
     slice_axis : int
     seed : int
+    raters : {"soft", "sample", "majority"}
+        See above; no effect when every case has one label volume.
     """
 
     def __init__(self, cases: Sequence[Case], patch_size: Sequence[int], *, spatial_dims: int,
-                 fg_oversample: float = 0.5, slice_axis: int = 2, seed: int = 0) -> None:
+                 fg_oversample: float = 0.5, slice_axis: int = 2, seed: int = 0,
+                 raters: str = "majority") -> None:
         if not cases:
             raise ValueError("No training case given.")
+        if raters not in ("soft", "sample", "majority"):
+            raise ValueError(f"raters={raters!r} is not one of soft, sample, majority.")
         self.cases = list(cases)
         self.spatial_dims = spatial_dims
         case_nd = self.cases[0].target.ndim
@@ -58,7 +76,11 @@ class PatchSampler:
         else:
             self.extract_size = tuple(int(p) for p in patch_size)
         self.fg_oversample = fg_oversample
+        self.max_raters = max(c.n_raters for c in self.cases)
+        self.mode = raters if self.max_raters > 1 else "majority"
         self.rng = np.random.default_rng(seed)
+        # Its own stream, so the locations drawn do not depend on the rater mode.
+        self.rater_rng = np.random.default_rng([seed, 1])
         self._labelled: list[np.ndarray | None] = []
         self._fg: list[list[np.ndarray]] = []
         for c in self.cases:
@@ -67,8 +89,13 @@ class PatchSampler:
                 raise ValueError(f"{c.name}: no labelled voxel; label at least one slice.")
             # Fully labelled volumes sample uniformly without storing indices.
             self._labelled.append(None if (t >= 0).all() else np.flatnonzero(t.reshape(-1) >= 0))
-            classes = [int(v) for v in np.unique(t) if v > 0]
-            self._fg.append([np.flatnonzero(t.reshape(-1) == k) for k in classes])
+            if c.raters is None:
+                classes = [int(v) for v in np.unique(t) if v > 0]
+                self._fg.append([np.flatnonzero(t.reshape(-1) == k) for k in classes])
+            else:
+                classes = [int(v) for v in np.unique(c.raters) if v > 0]
+                self._fg.append([np.flatnonzero((c.raters == k).any(axis=0).reshape(-1))
+                                 for k in classes])
 
     def _centre(self, i: int) -> tuple[int, ...]:
         t = self.cases[i].target
@@ -83,9 +110,10 @@ class PatchSampler:
             flat = int(lab[self.rng.integers(lab.size)])  # type: ignore[index]
         return tuple(int(v) for v in np.unravel_index(flat, t.shape))
 
-    def _extract(self, case: Case, centre: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _window(self, shape: Sequence[int], centre: tuple[int, ...]
+                ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+        """Source slices in the case and destination slices in the patch."""
         size = self.extract_size
-        shape = case.target.shape
         # Jitter so the labelled voxel is not always at the exact centre.
         starts = []
         for c, p, n in zip(centre, size, shape):
@@ -101,21 +129,45 @@ class PatchSampler:
             a, b = max(s, 0), min(s + p, n)
             src.append(slice(a, b))
             dst.append(slice(a - s, b - s))
+        return tuple(src), tuple(dst)
+
+    def _labels(self, case: Case) -> np.ndarray:
+        """The label volume(s) this mode trains on: (*spatial) or (R, *spatial)."""
+        if self.mode == "majority" or case.raters is None:
+            return case.target if self.mode != "soft" else case.target[None]
+        if self.mode == "sample":
+            return case.raters[int(self.rater_rng.integers(case.raters.shape[0]))]
+        return case.raters
+
+    def _extract(self, case: Case, centre: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+        size = self.extract_size
+        shape = case.target.shape
+        src, dst = self._window(shape, centre)
+        labels = self._labels(case)
+        lead = labels.shape[:-len(shape)]  # () or (R,)
         img = np.zeros((case.image.shape[0], *size), np.float32)
-        tgt = np.full(size, UNLABELLED, np.int16)
+        # All-unlabelled rows pad a case with fewer raters than the batch's stack.
+        tgt = np.full((self.max_raters, *size) if self.mode == "soft" else size, UNLABELLED,
+                      np.int16)
         if any(p > n for p, n in zip(size, shape)):
             # Pad with each channel's minimum: the value of "outside the body".
             img[:] = case.image.reshape(case.image.shape[0], -1).min(axis=1).reshape(
                 -1, *([1] * len(size)))
         img[(slice(None), *dst)] = case.image[(slice(None), *src)]
-        tgt[tuple(dst)] = case.target[tuple(src)]
+        if lead:
+            tgt[(slice(0, lead[0]), *dst)] = labels[(slice(None), *src)]
+        else:
+            tgt[dst] = labels[src]
         if self.spatial_dims == 2 and len(size) == 3:
             img = img.squeeze(1 + self.slice_axis)
-            tgt = tgt.squeeze(self.slice_axis)
+            tgt = tgt.squeeze(self.slice_axis + (1 if self.mode == "soft" else 0))
         return img, tgt
 
     def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch: images (B, C, *patch) float32 and targets (B, *patch) int64 (-1 unlabelled)."""
+        """A batch: images (B, C, *patch) float32 and int64 targets (-1 unlabelled).
+
+        Targets are (B, *patch), or (B, R, *patch) rater stacks in ``soft`` mode.
+        """
         imgs, tgts = [], []
         for _ in range(batch_size):
             i = int(self.rng.integers(len(self.cases)))
@@ -123,6 +175,42 @@ class PatchSampler:
             imgs.append(img)
             tgts.append(tgt)
         return torch.from_numpy(np.stack(imgs)), torch.from_numpy(np.stack(tgts).astype(np.int64))
+
+
+def rater_soft_targets(stack: torch.Tensor, num_classes: int, *, binary: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vote fractions of stacked rater labels, and where they are defined.
+
+    Parameters
+    ----------
+    stack : torch.Tensor
+        (B, R, *spatial) integer class indices, -1 where a rater did not label.
+    num_classes : int
+        Classes including background.
+    binary : bool
+        Return the foreground fraction (B, 1, *spatial) for a one-channel
+        sigmoid model instead of (B, K, *spatial).
+
+    Returns
+    -------
+    soft : torch.Tensor
+        float32 fraction of the raters *that labelled the voxel* voting for
+        each class (abstentions are left out of numerator and denominator).
+    mask : torch.Tensor
+        (B, *spatial) float32, 1 where at least one rater labelled the voxel;
+        0 elsewhere (the voxel is ignored, as -1 is for one label volume).
+    """
+    if stack.ndim < 3 or stack.is_floating_point():
+        raise ValueError(f"Rater labels must be integer (B, R, *spatial), got {stack.dtype} "
+                         f"{tuple(stack.shape)}.")
+    valid = stack >= 0
+    n = valid.sum(1, keepdim=True).float()
+    onehot = F.one_hot(stack.clamp_min(0).long(), num_classes).movedim(-1, 2)  # B, R, K, ...
+    counts = (onehot * valid.unsqueeze(2)).sum(1).float()
+    soft = counts / n.clamp_min(1.0)
+    if binary:
+        soft = soft[:, 1:].sum(1, keepdim=True)
+    return soft, (n[:, 0] > 0).float()
 
 
 def _rotation_grid(batch: int, spatial_dims: int, max_deg: float, shape: Sequence[int],
@@ -154,7 +242,9 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
     x : torch.Tensor
         (B, C, *spatial) normalised images.
     y : torch.Tensor
-        (B, *spatial) int64 targets (-1 unlabelled) or (B, K, *spatial) soft targets.
+        (B, *spatial) int64 targets (-1 unlabelled), (B, K, *spatial) float soft targets,
+        or (B, R, *spatial) int64 stacks of R raters' targets: every rater of a sample
+        gets that sample's flips and rotation (nearest neighbour, -1 outside).
     gen : torch.Generator
         CPU generator, seeded by the engine, for reproducible draws.
     flip_axes : sequence of int or None
@@ -162,7 +252,8 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
     """
     b, ch = x.shape[:2]
     nd = x.ndim - 2
-    soft = y.ndim == x.ndim
+    chan = y.ndim == x.ndim  # a channel axis: soft targets or a stack of raters
+    soft = chan and y.is_floating_point()
     dev = x.device
     axes = range(nd) if flip_axes is None else flip_axes
     for ax in axes:
@@ -170,7 +261,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
         if flip.any():
             idx = flip.nonzero().squeeze(1).to(dev)
             x[idx] = x[idx].flip(2 + ax)
-            y[idx] = y[idx].flip((2 if soft else 1) + ax)
+            y[idx] = y[idx].flip((2 if chan else 1) + ax)
     # Per-sample, per-channel intensity scale and shift (contrast/brightness drift).
     shape = (b, ch) + (1,) * nd
     scale = (1 + (torch.rand(shape, generator=gen) * 2 - 1) * 0.15).to(dev)
@@ -197,7 +288,7 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
                                         align_corners=False)
             else:
                 # Nearest sampling keeps class indices; outside the patch becomes unlabelled.
-                yy = (y[ridx].unsqueeze(1).float() + 1)
+                yy = (y[ridx] if chan else y[ridx].unsqueeze(1)).float() + 1
                 yy = F.grid_sample(yy, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-                y[ridx] = yy.squeeze(1).long() - 1
+                y[ridx] = (yy if chan else yy.squeeze(1)).long() - 1
     return x.contiguous(), y

@@ -195,7 +195,8 @@ def _bce(b: _Batch, who: str) -> Tensor:
     return _weighted_mean(bce, b.weight)
 
 
-def _dice(b: _Batch, *, include_background: bool, smooth: float, batch_dice: bool) -> Tensor:
+def _dice(b: _Batch, *, include_background: bool, smooth: float, batch_dice: bool,
+          soft_overlap: str = "min") -> Tensor:
     logits = b.logits
     n, k = logits.shape[:2]
     probs = torch.sigmoid(logits) if k == 1 else torch.softmax(logits, dim=1)
@@ -210,7 +211,12 @@ def _dice(b: _Batch, *, include_background: bool, smooth: float, batch_dice: boo
             assert b.index is not None
             t = b.index.clamp_min(0).reshape(n, 1, -1).to(p.dtype)
         tw = t if w is None else t * w
-        inter = (pw * t).sum(-1)
+        if b.soft is not None and soft_overlap == "min":
+            # min(p, t) equals p * t for 0/1 targets, but unlike the product it makes
+            # p == t the optimum for fractional targets (Dice semimetric loss).
+            inter = torch.minimum(pw, tw).sum(-1)
+        else:
+            inter = (pw * t).sum(-1)
         tsum = tw.sum(-1)
     else:
         # Hard indices, K >= 2: gather the probability of the labelled class and scatter-add
@@ -234,6 +240,16 @@ def _dice(b: _Batch, *, include_background: bool, smooth: float, batch_dice: boo
 # --------------------------------------------------------------------------------------
 
 
+SOFT_OVERLAPS = ("min", "product")
+
+
+def _check_soft_overlap(soft_overlap: str) -> str:
+    if soft_overlap not in SOFT_OVERLAPS:
+        raise ValueError(f"soft_overlap must be 'min' or 'product', got {soft_overlap!r}; "
+                         "'min' (the default) is calibrated for soft targets.")
+    return soft_overlap
+
+
 def _check_smooth(smooth: float) -> float:
     if not smooth >= 0.0:
         raise ValueError(f"smooth must be >= 0, got {smooth}; the default is 1e-5.")
@@ -255,6 +271,14 @@ class SoftDiceLoss(nn.Module):
         Sum intersection and sizes over the whole batch before dividing (nnU-Net's batch
         Dice; stable with small patches); otherwise compute one Dice per sample and class and
         average them.
+    soft_overlap : {"min", "product"}, default "min"
+        Intersection for soft (probability) targets: ``sum min(p, t)`` or ``sum p * t``.
+        Both are equal for 0/1 targets (hard labels are unaffected). For fractional targets
+        such as rater vote fractions the product form is maximised by pushing ``p`` to 0 or
+        1 (a voxel with ``t`` above half the current Dice is driven to 1), whereas the
+        ``min`` form, ``1 - 2 sum min(p, t) / (sum p + sum t)``, is 0 exactly when ``p == t``:
+        the Dice semimetric loss of Wang & Blaschko, "Dice Semimetric Losses: Optimizing
+        the Dice Score with Soft Labels" (MICCAI 2023).
 
     Notes
     -----
@@ -279,12 +303,18 @@ class SoftDiceLoss(nn.Module):
     """
 
     def __init__(
-        self, *, include_background: bool = False, smooth: float = 1e-5, batch_dice: bool = True
+        self,
+        *,
+        include_background: bool = False,
+        smooth: float = 1e-5,
+        batch_dice: bool = True,
+        soft_overlap: str = "min",
     ) -> None:
         super().__init__()
         self.include_background = bool(include_background)
         self.smooth = _check_smooth(smooth)
         self.batch_dice = bool(batch_dice)
+        self.soft_overlap = _check_soft_overlap(soft_overlap)
 
     def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """Return the scalar Dice loss (see the module docstring for the input shapes)."""
@@ -294,12 +324,13 @@ class SoftDiceLoss(nn.Module):
             include_background=self.include_background,
             smooth=self.smooth,
             batch_dice=self.batch_dice,
+            soft_overlap=self.soft_overlap,
         )
 
     def extra_repr(self) -> str:
         return (
             f"include_background={self.include_background}, smooth={self.smooth}, "
-            f"batch_dice={self.batch_dice}"
+            f"batch_dice={self.batch_dice}, soft_overlap={self.soft_overlap!r}"
         )
 
 
@@ -348,8 +379,10 @@ class DiceCELoss(nn.Module):
     ----------
     dice_weight, ce_weight : float, default 1.0
         Non-negative weights of the two terms.
-    include_background, smooth, batch_dice
-        Passed to the Dice term, see :class:`SoftDiceLoss`.
+    include_background, smooth, batch_dice, soft_overlap
+        Passed to the Dice term, see :class:`SoftDiceLoss`. With soft targets and the
+        default ``soft_overlap="min"`` both terms are minimal at ``p == t``, so training
+        on rater vote fractions can learn them.
     """
 
     def __init__(
@@ -360,6 +393,7 @@ class DiceCELoss(nn.Module):
         include_background: bool = False,
         smooth: float = 1e-5,
         batch_dice: bool = True,
+        soft_overlap: str = "min",
     ) -> None:
         super().__init__()
         if not (dice_weight >= 0 and ce_weight >= 0):
@@ -371,6 +405,7 @@ class DiceCELoss(nn.Module):
         self.include_background = bool(include_background)
         self.smooth = _check_smooth(smooth)
         self.batch_dice = bool(batch_dice)
+        self.soft_overlap = _check_soft_overlap(soft_overlap)
 
     def forward(self, logits: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
         """Return the scalar weighted sum (see the module docstring for the input shapes)."""
@@ -381,6 +416,7 @@ class DiceCELoss(nn.Module):
             include_background=self.include_background,
             smooth=self.smooth,
             batch_dice=self.batch_dice,
+            soft_overlap=self.soft_overlap,
         )
         ce = _bce(b, who) if b.logits.shape[1] == 1 else _ce(b, who)
         return self.dice_weight * dice + self.ce_weight * ce
@@ -389,7 +425,7 @@ class DiceCELoss(nn.Module):
         return (
             f"dice_weight={self.dice_weight}, ce_weight={self.ce_weight}, "
             f"include_background={self.include_background}, smooth={self.smooth}, "
-            f"batch_dice={self.batch_dice}"
+            f"batch_dice={self.batch_dice}, soft_overlap={self.soft_overlap!r}"
         )
 
 
