@@ -24,13 +24,14 @@ import numpy as np
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from napari_medseg.core import io  # noqa: E402
+from napari_medseg.core.config import RATER_MODES  # noqa: E402
 
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
-SEG_LOSS_NAMES = ("dice_ce", "dice", "ce", "bce")
+SEG_LOSS_NAMES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")  # config.SEG_LOSSES
 
 
 # ---------------------------------------------------------------- train
@@ -76,43 +77,26 @@ def cmd_train(args: argparse.Namespace) -> int:
                        "need --task restore.")
     args.lr = 2e-3 if args.lr is None else args.lr
     args.slice_axis = 2 if args.slice_axis is None else args.slice_axis
+    from napari_medseg.cli_train import prepare_cases, rater_summary, read_label_groups
     from napari_medseg.core.config import ModelConfig, TrainConfig
     from napari_medseg.core.data import LabelMapping, fingerprint
     from napari_medseg.core.engine import fit, run
-    from napari_medseg.core.pipeline import prepare_case
 
     images: list[list[str]] = args.image or []
-    labels: list[str] = args.label or []
+    labels: list[list[str]] = args.label or []
     if not images or len(images) != len(labels):
         raise CliError(f"Give one --label per --image group (got {len(images)} --image and "
                        f"{len(labels)} --label); e.g. --image flair1.nii.gz t1c1.nii.gz --label "
-                       "lab1.nii.gz --image flair2.nii.gz t1c2.nii.gz --label lab2.nii.gz")
+                       "lab1.nii.gz --image flair2.nii.gz t1c2.nii.gz --label lab2.nii.gz. "
+                       "Several raters of one image go in one group: --label r1.nii.gz r2.nii.gz")
     n_ch = {len(g) for g in images}
     if len(n_ch) != 1:
         raise CliError(f"Every case needs the same number of channels; got {sorted(n_ch)}.")
     vols = [[io.read_spatial(p) for p in g] for g in images]
-    labs = [io.read_spatial(p) for p in labels]
-    for g, lv in zip(vols, labs):
-        for v in g:
-            if v.data.shape != lv.data.shape:
-                raise CliError(f"{v.path} has shape {v.data.shape} but {lv.path} has "
-                               f"{lv.data.shape}; resample the labels onto the image grid.")
-    masks: list[str] = args.label_mask or []
-    if masks and len(masks) != len(labs):
-        raise CliError(f"Give one --label-mask per --label (got {len(masks)} and {len(labs)}).")
-    for m, lv in zip(masks, labs):
-        mv = io.read_spatial(m)
-        if mv.data.shape != lv.data.shape:
-            raise CliError(f"{m} has shape {mv.data.shape} but {lv.path} has {lv.data.shape}.")
-        # Voxels outside the annotation mask are unlabelled, not background.
-        lv.data = np.where(mv.data > 0, np.asarray(lv.data, np.float32), -1).astype(np.float32)
-    for lv in labs:
-        if lv.data.size and not np.any(lv.data > 0):
-            raise CliError(f"{lv.path}: label volume is empty (no value > 0); label at least one "
-                           "structure.")
+    groups = read_label_groups(vols, labels, args.label_mask or [])
     nd = vols[0][0].data.ndim
     dims = args.dims or (3 if nd == 3 else 2)
-    mapping = LabelMapping.from_labels([lv.data for lv in labs])
+    mapping = LabelMapping.from_labels([lv.data for g in groups for lv in g])
     if args.loss == "bce" and mapping.num_classes != 2:
         raise CliError(f"--loss bce needs one foreground value; labels have {list(mapping.values)}.")
     shape = vols[0][0].data.shape
@@ -126,25 +110,20 @@ def cmd_train(args: argparse.Namespace) -> int:
                      loss=args.loss, epochs=args.epochs if args.epochs or not args.minutes else None,
                      minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                      device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
-                     val_fraction=args.val_fraction)
+                     val_fraction=args.val_fraction, decision=args.decision, raters=args.raters)
     out_ch = 1 if args.loss == "bce" else mapping.num_classes
     mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
                      out_channels=out_ch, base_width=args.width, depth=args.depth)
-    cases = []
-    for i, (g, lv) in enumerate(zip(vols, labs)):
-        try:
-            case, _ = prepare_case([v.data for v in g], lv.data, g[0].spacing, mapping=mapping,
-                                   config=tc, name=str(lv.path),
-                                   channel_names=[str(v.path) for v in g])
-        except ValueError as exc:
-            raise CliError(str(exc)) from exc
-        cases.append(case)
+    cases = prepare_cases(vols, groups, mapping=mapping, config=tc)
     fps = [fingerprint(v.data) for g in vols for v in g]
     # Under torchrun only rank 0 reports (each rank would print the same lines).
     main_rank = os.environ.get("RANK", "0") == "0"
     if main_rank:
         print(f"{len(cases)} case(s), {mc.in_channels} channel(s), label values "
               f"{list(mapping.values)}, {dims}D {args.arch}, patch {patch}", flush=True)
+        summary = rater_summary(groups, tc.raters)
+        if summary:
+            print(summary, flush=True)
     res = run(fit(cases, model_config=mc, train_config=tc, mapping=mapping,
                   checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
                   fingerprints=fps), _print_event if main_rank else None)
@@ -186,7 +165,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     try:
         seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
-                          channel_names=[str(v.path) for v in vols], tta=args.tta), show)
+                          channel_names=[str(v.path) for v in vols], tta=args.tta,
+                          decision=args.decision), show)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ref = vols[0]
@@ -692,7 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train a segmentation (or, with --task restore, a "
-                       "restoration) model from image files")
+                       "restoration) model from image files",
+                       epilog="several raters: napari-medseg train --image I1.nii.gz --label "
+                       "R1a.nii.gz R1b.nii.gz R1c.nii.gz --image I2.nii.gz --label R2.nii.gz "
+                       "--raters soft --out m.pt (a case may have one label file, another "
+                       "several)")
     t.add_argument("--task", choices=("segment", "restore"), default="segment",
                    help="segment: --image/--label pairs; restore: denoising/restoration, see "
                    "--target, --degrade")
@@ -711,16 +695,27 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--perceptual-model", metavar="MODEL.pt", help="restore: model whose encoder "
                    "gives the features of a 'perceptual' loss term (default: a random frozen "
                    "encoder)")
-    t.add_argument("--label", action="append", metavar="L", help="label file of that case; "
-                   "-1 marks unlabelled voxels")
+    t.add_argument("--label", action="append", nargs="+", metavar="L", help="label file of "
+                   "that case, -1 marks unlabelled voxels; or several files, one per rater of "
+                   "that image (see --raters), e.g. --label r1.nii.gz r2.nii.gz r3.nii.gz")
     t.add_argument("--label-mask", action="append", metavar="M", help="optional, one per "
-                   "--label: voxels where M is 0 are unlabelled (sparse annotation)")
+                   "--label group: voxels where M is 0 are unlabelled (sparse annotation), for "
+                   "every rater of the group")
+    t.add_argument("--raters", choices=RATER_MODES, default="soft", help="segment: how cases "
+                   "with several rater files train: soft (default) = learn each class's vote "
+                   "fraction as a soft target, so the probabilities show the raters' "
+                   "disagreement; sample = each patch takes one rater drawn at random; "
+                   "majority = train on the plurality vote (a tie goes to the lower label "
+                   "value). Raters abstain where their label is -1 or masked. Cases with one "
+                   "label file train the same in every mode")
     t.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction of "
                    "the cases (at least one) to pick the best model")
     t.add_argument("--out", required=True, metavar="MODEL.pt")
     t.add_argument("--dims", type=int, choices=(2, 3))
     t.add_argument("--arch", choices=("unet", "encdec", "fcn"), default="unet")
-    t.add_argument("--loss", metavar="LOSS", help="segment: dice_ce (default), dice, ce, bce; "
+    t.add_argument("--loss", metavar="LOSS", help="segment: dice_ce (default), dice_ce_fg "
+                   "(plus a Dice of all foreground classes together: for parts of one structure, "
+                   "e.g. tumour sub-regions), dice, ce, bce; "
                    "restore: a weighted sum of l1, mse, ssim, perceptual, adv, e.g. l1+ssim or "
                    "0.8*l1+0.2*ssim (default l1; mse for noise2void)")
     t.add_argument("--minutes", type=float)
@@ -736,6 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="learning rate (segment 2e-3, restore 1e-3)")
     t.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D: axis to slice 3D "
                    "volumes along (segment: 2; restore: the axis of the coarsest spacing)")
+    t.add_argument("--decision", choices=("argmax", "foreground"), default="argmax",
+                   help="segment: how probabilities become labels (kept in the model): the most "
+                   "probable class, or foreground first (foreground classes together > 0.5, "
+                   "then the likeliest of them)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")
@@ -745,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--probabilities", metavar="P.nii.gz")
     r.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
     r.add_argument("--tta", action="store_true", help="average over mirrored inputs")
+    r.add_argument("--decision", choices=("argmax", "foreground"), help="override the model's "
+                   "rule for turning probabilities into labels")
     r.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="Dice, HD95 and NSD of a prediction against a reference "

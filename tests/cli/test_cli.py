@@ -132,3 +132,27 @@ def test_train_with_sparse_label_mask(tmp_path, nifti_case, capsys):
                    "--width", "4", "--depth", "2"])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "m.pt").exists()
+
+
+def test_foreground_loss_and_decision_travel_with_the_model(tmp_path, nifti_case, capsys):
+    from napari_medseg.core.checkpoint import load_checkpoint
+
+    model = tmp_path / "m.pt"
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), str(nifti_case["flair"]),
+                   "--label", str(nifti_case["labels"]), "--out", str(model), "--dims", "2",
+                   "--epochs", "1", "--steps-per-epoch", "5", "--patch", "32", "--width", "8",
+                   "--depth", "3", "--loss", "dice_ce_fg", "--decision", "foreground"])
+    assert rc == 0, capsys.readouterr().err
+    tc = load_checkpoint(model).train_config
+    assert (tc.loss, tc.decision) == ("dice_ce_fg", "foreground")
+    outs = {}
+    for rule in ("foreground", "argmax"):
+        outs[rule] = tmp_path / f"{rule}.nii.gz"
+        rc = cli.main(["predict", "--model", str(model), "--image", str(nifti_case["t1"]),
+                       str(nifti_case["flair"]), "--out", str(outs[rule]), "--decision", rule])
+        assert rc == 0, capsys.readouterr().err
+    fg = io.read_volume(outs["foreground"]).data
+    am = io.read_volume(outs["argmax"]).data
+    # foreground first never labels fewer voxels as foreground than argmax
+    assert (fg > 0).sum() >= (am > 0).sum()
+    assert ((am > 0) & (fg == 0)).sum() == 0

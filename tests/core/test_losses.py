@@ -298,3 +298,31 @@ def test_soft_dice_min_overlap_is_minimal_at_fractional_targets():
     assert ce.soft_overlap == "min" and "soft_overlap='min'" in repr(ce)
     with pytest.raises(ValueError, match="soft_overlap"):
         SoftDiceLoss(soft_overlap="max")
+
+
+def test_foreground_term_known_value_and_ignore():
+    # one voxel labelled 1 with p = (0.4, 0.35, 0.25): the union of the foreground classes
+    # holds 0.6, so its Dice is 2 * 0.6 / (0.6 + 1); a second, ignored voxel changes nothing
+    p = torch.tensor([[0.4, 0.35, 0.25], [0.9, 0.05, 0.05]])
+    logits = p.log().T.reshape(1, 3, 2, 1)
+    target = torch.tensor([1, -1]).reshape(1, 2, 1)
+    plain = DiceCELoss()(logits, target)
+    with_fg = DiceCELoss(foreground_weight=2.0)(logits, target)
+    expected_fg = 1 - 2 * 0.6 / (0.6 + 1)
+    assert float(with_fg - plain) == pytest.approx(2.0 * expected_fg, abs=1e-5)
+    # the registered name is Dice + CE + one foreground term
+    named = make_loss("dice_ce_fg", num_classes=3)(logits, target)
+    assert float(named - plain) == pytest.approx(expected_fg, abs=1e-5)
+    # soft targets: the foreground target is 1 - t_background
+    soft = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]]).T.reshape(1, 3, 2, 1)
+    mask = torch.tensor([1.0, 0.0]).reshape(1, 2, 1)
+    d_soft = DiceCELoss(foreground_weight=1.0)(logits, soft, mask) - DiceCELoss()(logits, soft,
+                                                                                   mask)
+    assert float(d_soft) == pytest.approx(expected_fg, abs=1e-5)
+
+
+def test_foreground_term_needs_softmax_channels():
+    with pytest.raises(ValueError, match="num_classes >= 2"):
+        make_loss("dice_ce_fg", num_classes=1)
+    with pytest.raises(ValueError, match="foreground_weight"):
+        DiceCELoss(foreground_weight=-1.0)

@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 ARCHS = ("unet", "encdec", "fcn")
 NORMS = ("instance", "batch", "group", "none")
 UPSAMPLES = ("interp", "transpose")
-SEG_LOSSES = ("dice_ce", "dice", "ce", "bce")
+SEG_LOSSES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")
 INTENSITY_NORMS = ("percentile", "zscore")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 RATER_MODES = ("soft", "sample", "majority")
+DECISIONS = ("argmax", "foreground")  # core.decision.RULES
 
 T = TypeVar("T")
 
@@ -158,6 +159,11 @@ class TrainConfig(_JsonMixin):
         mask for skull-stripped MR); nothing outside it is labelled foreground.
     overlap : float
         Sliding-window overlap for validation and prediction.
+    decision : {"argmax", "foreground"}
+        How probabilities become labels at validation and prediction (see
+        :mod:`napari_medseg.core.decision`): the most probable class, or foreground first
+        (foreground when the foreground classes together pass 0.5, then the most probable
+        of them) for classes that are parts of one structure, such as tumour sub-regions.
     raters : {"soft", "sample", "majority"}
         How to train on cases labelled by several raters (see
         :func:`napari_medseg.core.pipeline.prepare_rater_case`). ``soft``: per-class
@@ -188,6 +194,7 @@ class TrainConfig(_JsonMixin):
     crop_foreground: bool = True
     overlap: float = 0.5
     raters: str = "soft"
+    decision: str = "argmax"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -195,6 +202,7 @@ class TrainConfig(_JsonMixin):
         _check_choice("device", self.device, DEVICES)
         _check_choice("intensity_norm", self.intensity_norm, INTENSITY_NORMS)
         _check_choice("raters", self.raters, RATER_MODES)
+        _check_choice("decision", self.decision, DECISIONS)
         if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1:
             raise ValueError(f"patch_size must be 2 or 3 positive ints, got {self.patch_size}.")
         if self.batch_size < 1 or self.steps_per_epoch < 1:

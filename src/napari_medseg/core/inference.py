@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_medseg.core.decision import check_rule, decide
 from napari_medseg.core.events import Progress
 
 __all__ = [
@@ -410,16 +411,14 @@ def _entropy(prob: torch.Tensor) -> torch.Tensor:
     return h.clamp_min(0.0)
 
 
-def _finish(prob: torch.Tensor) -> Prediction:
+def _finish(prob: torch.Tensor, decision: str = "argmax") -> Prediction:
     k = prob.shape[0]
-    if k == 1:
-        labels = prob[0] > 0.5
-    else:
-        labels = prob.argmax(0)
+    probs = prob.numpy().astype(np.float32, copy=False)
+    labels = decide(probs, rule=decision)
     dtype = np.uint8 if k <= 256 else np.int32
     return Prediction(
-        probabilities=prob.numpy().astype(np.float32, copy=False),
-        labels=labels.numpy().astype(dtype),
+        probabilities=probs,
+        labels=labels.astype(dtype),
         entropy=_entropy(prob).numpy().astype(np.float32, copy=False),
     )
 
@@ -437,6 +436,7 @@ def predict_volume(
     channels_last: bool = True,
     tta: bool = False,
     blend: Blend = "gaussian",
+    decision: str = "argmax",
 ) -> Generator[Progress, None, Prediction]:
     """Segment an image with a model: probabilities, labels and uncertainty.
 
@@ -474,6 +474,8 @@ def predict_volume(
         along the model's spatial axes (4 passes in 2D, 8 in 3D).
     blend : {"gaussian", "constant"}
         Window weighting, see :func:`sliding_window`.
+    decision : {"argmax", "foreground"}
+        How probabilities become labels, see :func:`napari_medseg.core.decision.decide`.
 
     Yields
     ------
@@ -495,6 +497,7 @@ def predict_volume(
         the wrong length, or the model declares (``in_channels``) a channel
         count other than the image's.
     """
+    check_rule(decision)  # before any work
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
     shape = tuple(image.shape)
@@ -605,4 +608,4 @@ def predict_volume(
             prob = prob.movedim(1, 1 + slice_axis).contiguous()
     finally:
         model.train(was_training)
-    return _finish(prob)
+    return _finish(prob, decision)

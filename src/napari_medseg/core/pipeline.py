@@ -31,6 +31,7 @@ from napari_medseg.core.data import (
     resample_to_shape,
     zoom_factors,
 )
+from napari_medseg.core.decision import check_rule, decide
 from napari_medseg.core.events import Progress
 
 #: Voxels kept around the body when cropping, so context reaches the border.
@@ -202,7 +203,8 @@ class Segmentation:
 def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[float], *,
             model: torch.nn.Module | None = None, device: str | torch.device | None = None,
             batch_size: int = 4, channel_names: Sequence[str] | None = None,
-            tta: bool = False) -> Generator[Progress, None, Segmentation]:
+            tta: bool = False, decision: str | None = None
+            ) -> Generator[Progress, None, Segmentation]:
     """Segment an image with a trained checkpoint, yielding progress.
 
     The image is prepared as in training, predicted by sliding window, then
@@ -211,12 +213,15 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     the crop, and inside it the voxels that hold the image's constant
     "outside" value and are not enclosed by the body (see
     :func:`~napari_medseg.core.data.foreground_mask`) -- is background
-    (skull-stripped images are labelled inside the body).
+    (skull-stripped images are labelled inside the body). ``decision``
+    (``"argmax"`` or ``"foreground"``, see :mod:`napari_medseg.core.decision`)
+    overrides the rule the model was trained with (``TrainConfig.decision``).
     """
     from napari_medseg.core.engine import pick_device
     from napari_medseg.core.inference import predict_volume
 
     mc, tc = ckpt.model_config, ckpt.train_config
+    rule = check_rule(decision or tc.decision)
     if len(channels) != mc.in_channels:
         raise ValueError(f"The model expects {mc.in_channels} channel(s)"
                          f"{' (' + ', '.join(ckpt.channel_names) + ')' if ckpt.channel_names else ''}"
@@ -246,12 +251,11 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
         if k > 1:
             probs[0, outside] = 1.0
     full[(slice(None), *prep.crop)] = probs
+    classes = decide(full, rule=rule)
     if k > 1:
-        classes = full.argmax(axis=0)
         p = np.clip(full, 1e-7, 1.0)
         entropy = -(p * np.log(p)).sum(axis=0)
     else:
-        classes = (full[0] > 0.5).astype(np.int64)
         p = np.clip(full[0], 1e-7, 1 - 1e-7)
         entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
     return Segmentation(ckpt.mapping.to_values(classes), full, entropy.astype(np.float32))

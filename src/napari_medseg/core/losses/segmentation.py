@@ -235,6 +235,26 @@ def _dice(b: _Batch, *, include_background: bool, smooth: float, batch_dice: boo
     return 1.0 - dice.mean()
 
 
+def _foreground_dice(b: _Batch, *, smooth: float, soft_overlap: str = "min") -> Tensor:
+    """``1 - Dice`` of the union of the foreground classes (``1 - p_0`` against target > 0),
+    over the whole batch: a region term for classes that are parts of one structure."""
+    logits = b.logits
+    n, k = logits.shape[:2]
+    p = (1.0 - torch.softmax(logits, dim=1)[:, 0]).reshape(n, -1)
+    if b.soft is not None:
+        t = (1.0 - b.soft[:, 0]).reshape(n, -1)
+    else:
+        assert b.index is not None
+        t = (b.index > 0).reshape(n, -1).to(p.dtype)
+    if b.weight is not None:
+        w = b.weight.reshape(n, -1)
+        p, t = p * w, t * w
+    inter = torch.minimum(p, t).sum() if b.soft is not None and soft_overlap == "min" \
+        else (p * t).sum()
+    dice = (2.0 * inter + smooth) / (p.sum() + t.sum() + smooth).clamp_min(1e-8)
+    return 1.0 - dice
+
+
 # --------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------
@@ -379,6 +399,11 @@ class DiceCELoss(nn.Module):
     ----------
     dice_weight, ce_weight : float, default 1.0
         Non-negative weights of the two terms.
+    foreground_weight : float, default 0.0
+        Weight of a third term, the soft Dice of the union of all foreground classes
+        (``1 - p_background`` against ``target > 0``; ``K >= 2`` only). For classes that are
+        parts of one structure (tumour sub-regions) it rewards finding the structure even
+        where the model cannot yet tell its parts apart (loss name ``"dice_ce_fg"``).
     include_background, smooth, batch_dice, soft_overlap
         Passed to the Dice term, see :class:`SoftDiceLoss`. With soft targets and the
         default ``soft_overlap="min"`` both terms are minimal at ``p == t``, so training
@@ -390,6 +415,7 @@ class DiceCELoss(nn.Module):
         *,
         dice_weight: float = 1.0,
         ce_weight: float = 1.0,
+        foreground_weight: float = 0.0,
         include_background: bool = False,
         smooth: float = 1e-5,
         batch_dice: bool = True,
@@ -400,8 +426,11 @@ class DiceCELoss(nn.Module):
             raise ValueError(
                 f"dice_weight and ce_weight must be >= 0, got {dice_weight} and {ce_weight}."
             )
+        if not foreground_weight >= 0:
+            raise ValueError(f"foreground_weight must be >= 0, got {foreground_weight}.")
         self.dice_weight = float(dice_weight)
         self.ce_weight = float(ce_weight)
+        self.foreground_weight = float(foreground_weight)
         self.include_background = bool(include_background)
         self.smooth = _check_smooth(smooth)
         self.batch_dice = bool(batch_dice)
@@ -419,11 +448,19 @@ class DiceCELoss(nn.Module):
             soft_overlap=self.soft_overlap,
         )
         ce = _bce(b, who) if b.logits.shape[1] == 1 else _ce(b, who)
-        return self.dice_weight * dice + self.ce_weight * ce
+        total = self.dice_weight * dice + self.ce_weight * ce
+        if self.foreground_weight > 0:
+            if b.logits.shape[1] == 1:
+                raise ValueError(f"{who}: the foreground term needs K >= 2 softmax channels; "
+                                 "with one sigmoid channel it is the Dice term itself.")
+            total = total + self.foreground_weight * _foreground_dice(
+                b, smooth=self.smooth, soft_overlap=self.soft_overlap)
+        return total
 
     def extra_repr(self) -> str:
         return (
             f"dice_weight={self.dice_weight}, ce_weight={self.ce_weight}, "
+            f"foreground_weight={self.foreground_weight}, "
             f"include_background={self.include_background}, smooth={self.smooth}, "
             f"batch_dice={self.batch_dice}, soft_overlap={self.soft_overlap!r}"
         )
@@ -449,6 +486,11 @@ def _make_dice_ce(*, num_classes: int, **options: Any) -> nn.Module:
     return DiceCELoss(**options)
 
 
+def _make_dice_ce_fg(*, num_classes: int, **options: Any) -> nn.Module:
+    _softmax_only("dice_ce_fg", num_classes)
+    return DiceCELoss(**{"foreground_weight": 1.0, **options})
+
+
 def _make_dice(*, num_classes: int, **options: Any) -> nn.Module:
     return SoftDiceLoss(**options)
 
@@ -471,6 +513,7 @@ def _make_bce(*, num_classes: int, **options: Any) -> nn.Module:
 
 LOSSES: dict[str, LossFactory] = {
     "dice_ce": _make_dice_ce,
+    "dice_ce_fg": _make_dice_ce_fg,
     "dice": _make_dice,
     "ce": _make_ce,
     "bce": _make_bce,
@@ -484,7 +527,8 @@ def make_loss(name: str, *, num_classes: int, **options: Any) -> nn.Module:
     Parameters
     ----------
     name : str
-        A key of :data:`LOSSES`: ``"dice_ce"``, ``"dice"``, ``"ce"``, ``"bce"``.
+        A key of :data:`LOSSES`: ``"dice_ce"``, ``"dice_ce_fg"`` (Dice + CE + Dice of the
+        union of the foreground classes), ``"dice"``, ``"ce"``, ``"bce"``.
     num_classes : int
         Number of logit channels the model outputs (``out_channels``); 1 means binary with a
         sigmoid.

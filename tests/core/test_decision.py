@@ -1,0 +1,88 @@
+"""Decision rules from probabilities to classes, checked by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import pytest
+
+from napari_medseg.core.decision import decide
+
+
+def _probs(*cols):
+    return np.array(cols, dtype=np.float32).T  # (K, n voxels)
+
+
+def test_argmax_and_foreground_first_differ_where_parts_split_the_foreground():
+    # voxel 0: background 0.4 beats each part (0.35, 0.25) but not their sum 0.6
+    # voxel 1: clearly background; voxel 2: clearly part 2
+    p = _probs([0.4, 0.35, 0.25], [0.8, 0.1, 0.1], [0.1, 0.2, 0.7])
+    assert decide(p, rule="argmax").tolist() == [0, 0, 2]
+    assert decide(p, rule="foreground").tolist() == [1, 0, 2]
+    assert decide(p, rule="foreground", threshold=0.7).tolist() == [0, 0, 2]
+
+
+def test_two_classes_both_rules_agree():
+    rng = np.random.default_rng(0)
+    fg = rng.random((5, 7))
+    p = np.stack([1 - fg, fg])
+    assert np.array_equal(decide(p, rule="argmax"), decide(p, rule="foreground"))
+
+
+def test_single_sigmoid_channel_thresholds():
+    p = np.array([[0.2, 0.5, 0.51, 0.9]])
+    assert decide(p).tolist() == [0, 0, 1, 1]
+    assert decide(p, threshold=0.8).tolist() == [0, 0, 0, 1]
+
+
+@pytest.mark.parametrize("kw,msg", [({"rule": "vote"}, "Unknown decision rule"),
+                                    ({"threshold": 1.0}, "strictly between")])
+def test_bad_options_are_refused(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        decide(np.full((3, 2), 1 / 3), **kw)
+
+
+def test_array_without_class_axis_is_refused():
+    with pytest.raises(ValueError, match="Expected"):
+        decide(np.zeros(4))
+
+
+class _Constant(torch.nn.Module):
+    """A 'model' whose softmax is (0.4, 0.35, 0.25) at every voxel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor([0.4, 0.35, 0.25]).log(),
+                                         requires_grad=False)
+
+    def forward(self, x):
+        shape = (x.shape[0], 3, *x.shape[2:])
+        return self.logits.reshape(1, 3, *([1] * (x.ndim - 2))).expand(shape)
+
+
+def _labels(decision):
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.inference import predict_volume
+
+    image = np.zeros((1, 12, 10), np.float32)
+    return run(predict_volume(_Constant(), image, spatial_dims=2, patch_size=(8, 8),
+                              decision=decision)).labels
+
+
+def test_predict_volume_applies_the_rule():
+    assert (_labels("argmax") == 0).all()
+    assert (_labels("foreground") == 1).all()
+    with pytest.raises(ValueError, match="Unknown decision rule"):
+        _labels("vote")
+
+
+def test_train_config_carries_the_rule():
+    from napari_medseg.core.config import TrainConfig
+
+    tc = TrainConfig(patch_size=(8, 8), decision="foreground")
+    assert TrainConfig.from_dict(tc.to_dict()).decision == "foreground"
+    old = tc.to_dict()
+    del old["decision"]  # a model saved before the option existed
+    assert TrainConfig.from_dict(old).decision == "argmax"
+    with pytest.raises(ValueError, match="decision"):
+        TrainConfig(patch_size=(8, 8), decision="vote")
