@@ -119,3 +119,65 @@ def store_for(viewer: Any, task: str = "segment") -> ModelStore:
     if task not in per_task:
         per_task[task] = ModelStore(task)
     return per_task[task]
+
+
+class ModelLoading:
+    """Load model logic, shared by the widgets that take model files.
+
+    The widget provides ``store`` (its :class:`ModelStore`) and ``_say`` (its
+    status line, from :class:`~napari_medseg.gui.widget_base.MedsegWidget`);
+    it may override :meth:`_model_loaded` to show the model.
+    """
+
+    store: ModelStore
+
+    def load_model(self, path: str | None = None) -> StoredModel | None:
+        """Load a model file of this widget's task (asked for when ``path`` is None); a
+        foreign, corrupt or other-task file is refused on the status line."""
+        try:
+            entry = self.store.load_file(self, path)
+        except (ValueError, FileNotFoundError) as exc:
+            self._say(str(exc), error=True)  # type: ignore[attr-defined]
+            return None
+        if entry is None:
+            return None
+        self._model_loaded(entry)
+        return entry
+
+    def _model_loaded(self, entry: StoredModel) -> None:
+        self._say(f"Loaded {entry.path}.")  # type: ignore[attr-defined]
+
+
+class ModelFiles(ModelLoading):
+    """Save / Load model logic for the widgets that also hold a ``current`` model
+    (:class:`StoredModel` or None) to save."""
+
+    current: StoredModel | None
+    #: file dialog title and suggested file name of Save
+    save_title = "Save model"
+    save_default = "model.pt"
+
+    def save_model(self, path: str | None = None) -> str | None:
+        """Write the current model to ``path`` (asked for when None); the path written, or
+        None when nothing was saved (the reason is on the status line)."""
+        from qtpy.QtWidgets import QFileDialog
+
+        from napari_medseg.core.checkpoint import save_checkpoint
+
+        say = self._say  # type: ignore[attr-defined]
+        if self.current is None:
+            say("No model to save: train or load one first.", error=True)
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, self.save_title, self.save_default,
+                                                  "napari-medseg model (*.pt)")
+            if not path:
+                return None
+        try:
+            out = save_checkpoint(path, self.current.checkpoint)
+        except OSError as exc:
+            say(f"Could not save the model to {path}: {exc}", error=True)
+            return None
+        self.current.path = out
+        say(f"Saved {out}")
+        return out

@@ -56,28 +56,19 @@ class CurvePlot(QWidget):
 
     # ------------------------------------------------------------ painting
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        pal = self.palette()
-        fg = pal.color(pal.ColorRole.WindowText)
-        font = QFont(p.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
-        p.setFont(font)
-        w, h = self.width(), self.height()
-        left, right, top, gap, bottom = 44, 10, 18, 26, 20
-        ph = (h - top - gap - bottom) / 2
-        r1 = QRectF(left, top, w - left - right, ph)
-        r2 = QRectF(left, top + ph + gap, w - left - right, ph)
+        p, fg, r1, r2 = begin_painting(self)
+        h = self.height()
+        left = r1.left()
         xs = [s for s, _ in self.loss] + [s for s, _ in self.mean_dice]
         x0, x1 = 0, max(xs + [1])
         lmax = max([v for _, v in self.loss] + [1e-3]) * 1.05
-        self._panel(p, r1, "training loss", fg, (0.0, lmax), x0, x1)
-        self._panel(p, r2, "validation Dice", fg, (0.0, 1.0), x0, x1)
-        self._line(p, r1, self.loss, QColor("#e0e0e0"), (0.0, lmax), x0, x1, dots=False)
+        draw_panel(p, r1, "training loss", fg, (0.0, lmax), x1)
+        draw_panel(p, r2, "validation Dice", fg, (0.0, 1.0), x1)
+        draw_line(p, r1, self.loss, QColor("#e0e0e0"), (0.0, lmax), x0, x1, dots=False)
         legend = []
         for i, (k, pts) in enumerate(sorted(self.dice.items())):
             col = QColor(PALETTE[i % len(PALETTE)])
-            self._line(p, r2, pts, col, (0.0, 1.0), x0, x1, dots=True)
+            draw_line(p, r2, pts, col, (0.0, 1.0), x0, x1, dots=True)
             legend.append((self.class_names.get(k, f"label {k}"), col))
         if not self.loss:
             p.setPen(fg)
@@ -94,33 +85,55 @@ class CurvePlot(QWidget):
                 p.drawLine(QPointF(xm, r.top()), QPointF(xm, r.bottom()))
         p.end()
 
-    def _panel(self, p: QPainter, r: QRectF, title: str, fg: QColor, yr: tuple[float, float],
-               x0: float, x1: float) -> None:
-        p.setPen(QPen(QColor(fg.red(), fg.green(), fg.blue(), 90), 1))
-        p.drawRect(r)
-        p.setPen(fg)
-        p.drawText(QPointF(r.left(), r.top() - 4), title)
-        p.drawText(QRectF(0, r.top() - 6, r.left() - 4, 14), Qt.AlignmentFlag.AlignRight,
-                   f"{yr[1]:.2g}")
-        p.drawText(QRectF(0, r.bottom() - 8, r.left() - 4, 14), Qt.AlignmentFlag.AlignRight,
-                   f"{yr[0]:.2g}")
-        p.drawText(QRectF(r.right() - 80, r.bottom() + 1, 80, 14), Qt.AlignmentFlag.AlignRight,
-                   f"step {int(x1)}")
 
-    @staticmethod
-    def _line(p: QPainter, r: QRectF, pts: list[tuple[int, float]], col: QColor,
-              yr: tuple[float, float], x0: float, x1: float, *, dots: bool) -> None:
-        if not pts:
-            return
-        sx = r.width() / max(x1 - x0, 1)
-        sy = r.height() / max(yr[1] - yr[0], 1e-9)
-        poly = QPolygonF([QPointF(r.left() + (s - x0) * sx,
-                                  r.bottom() - (min(max(v, yr[0]), yr[1]) - yr[0]) * sy)
-                          for s, v in pts])
-        p.setPen(QPen(col, 1.6))
-        p.drawPolyline(poly)
-        if dots:
-            p.setBrush(col)
-            for q in poly:
-                p.drawEllipse(q, 2.5, 2.5)
-            p.setBrush(Qt.BrushStyle.NoBrush)
+def begin_painting(widget: QWidget) -> tuple[QPainter, QColor, QRectF, QRectF]:
+    """Start painting ``widget`` as two stacked panels: the painter (antialiased, a slightly
+    smaller font), the text colour, and the top and bottom panel rectangles."""
+    p = QPainter(widget)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    pal = widget.palette()
+    fg = pal.color(pal.ColorRole.WindowText)
+    font = QFont(p.font())
+    font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
+    p.setFont(font)
+    w, h = widget.width(), widget.height()
+    left, right, top, gap, bottom = 44, 10, 18, 26, 20
+    ph = (h - top - gap - bottom) / 2
+    r1 = QRectF(left, top, w - left - right, ph)
+    r2 = QRectF(left, top + ph + gap, w - left - right, ph)
+    return p, fg, r1, r2
+
+
+def draw_panel(p: QPainter, r: QRectF, title: str, fg: QColor, yr: tuple[float, float],
+               x1: float, *, fmt: str = ".2g") -> None:
+    """Frame, title, y range and last step of one panel."""
+    p.setPen(QPen(QColor(fg.red(), fg.green(), fg.blue(), 90), 1))
+    p.drawRect(r)
+    p.setPen(fg)
+    p.drawText(QPointF(r.left(), r.top() - 4), title)
+    p.drawText(QRectF(0, r.top() - 6, r.left() - 4, 14), Qt.AlignmentFlag.AlignRight,
+               format(yr[1], fmt))
+    p.drawText(QRectF(0, r.bottom() - 8, r.left() - 4, 14), Qt.AlignmentFlag.AlignRight,
+               format(yr[0], fmt))
+    p.drawText(QRectF(r.right() - 80, r.bottom() + 1, 80, 14), Qt.AlignmentFlag.AlignRight,
+               f"step {int(x1)}")
+
+
+def draw_line(p: QPainter, r: QRectF, pts: list[tuple[int, float]], col: QColor,
+              yr: tuple[float, float], x0: float, x1: float, *, dots: bool,
+              dashed: bool = False) -> None:
+    """A curve of ``(step, value)`` points in panel ``r`` (values clipped to ``yr``)."""
+    if not pts:
+        return
+    sx = r.width() / max(x1 - x0, 1)
+    sy = r.height() / max(yr[1] - yr[0], 1e-9)
+    poly = QPolygonF([QPointF(r.left() + (s - x0) * sx,
+                              r.bottom() - (min(max(v, yr[0]), yr[1]) - yr[0]) * sy)
+                      for s, v in pts])
+    p.setPen(QPen(col, 1.6, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine))
+    p.drawPolyline(poly)
+    if dots:
+        p.setBrush(col)
+        for q in poly:
+            p.drawEllipse(q, 2.5, 2.5)
+        p.setBrush(Qt.BrushStyle.NoBrush)

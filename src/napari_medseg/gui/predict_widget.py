@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.layer_list import CheckableLayerList
-from napari_medseg.gui.model_store import StoredModel, store_for
+from napari_medseg.gui.model_store import ModelLoading, StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import MedsegWidget
 
@@ -51,7 +51,7 @@ class PredictPlan:
     note: str = ""
 
 
-class PredictWidget(MedsegWidget):
+class PredictWidget(ModelLoading, MedsegWidget):
     """Dock widget: segment image layers with a trained or loaded model."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -164,17 +164,6 @@ class PredictWidget(MedsegWidget):
         """Check these layers as input channels, in the model's channel order."""
         self.channel_list.check_only(names)
         self._order = list(names)
-
-    def load_model(self, path: str | None = None) -> StoredModel | None:
-        try:
-            entry = self.store.load_file(self, path)
-        except (ValueError, FileNotFoundError) as exc:
-            self._say(str(exc), error=True)
-            return None
-        if entry is None:
-            return None
-        self._say(f"Loaded {path}.")
-        return entry
 
     # ------------------------------------------------------------ predict
     def plan(self, m: StoredModel, mode: str) -> PredictPlan:

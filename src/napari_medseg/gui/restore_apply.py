@@ -10,18 +10,20 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui import restore_jobs as J
-from napari_medseg.gui.model_store import ModelStore, StoredModel
+from napari_medseg.gui.model_store import ModelFiles, ModelStore, StoredModel
 from napari_medseg.gui.restore_jobs import ROLE, InputError
 from napari_medseg.gui.restore_ui import NONE, RestoreControls
 from napari_medseg.gui.workers import JobRunner
 
 
-class RestoreApply(RestoreControls):
+class RestoreApply(ModelFiles, RestoreControls):
     """Restoring into new layers, the SSIM / error maps and readout, model files."""
+
+    save_title = "Save restoration model"
+    save_default = "restore.pt"
 
     viewer: Any
     runner: JobRunner
@@ -147,37 +149,8 @@ class RestoreApply(RestoreControls):
                   f"{r['ssim']:.4f} against '{ref}'.")
 
     # ------------------------------------------------------------ files
-    def save_model(self, path: str | None = None) -> str | None:
-        from napari_medseg.core.checkpoint import save_checkpoint
-
-        if self.current is None:
-            self._say("No model to save: train or load one first.", error=True)
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save restoration model", "restore.pt",
-                                                  "napari-medseg model (*.pt)")
-            if not path:
-                return None
-        try:
-            out = save_checkpoint(path, self.current.checkpoint)
-        except OSError as exc:
-            self._say(f"Could not save the model to {path}: {exc}", error=True)
-            return None
-        self.current.path = out
-        self._say(f"Saved {out}")
-        return out
-
-    def load_model(self, path: str | None = None) -> StoredModel | None:
-        """Load a restoration model file; a segmentation model is refused with the reason."""
-        try:
-            entry = self.store.load_file(self, path)
-        except (ValueError, FileNotFoundError) as exc:
-            self._say(str(exc), error=True)
-            return None
-        if entry is None:
-            return None
+    def _model_loaded(self, entry: StoredModel) -> None:
         self.current = entry
         self._show_model()
         self._say(f"Loaded {entry.path}.")
-        return entry
 

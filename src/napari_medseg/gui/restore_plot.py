@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QFont, QPainter, QPen, QPolygonF
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from napari_medseg.gui.plot import begin_painting, draw_line, draw_panel
 
 LOSS_COLOR = "#e0e0e0"
 PSNR_COLOR = "#59c1ff"
@@ -53,67 +55,27 @@ class RestorePlot(QWidget):
 
     # ------------------------------------------------------------ painting
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        fg = self.palette().color(self.palette().ColorRole.WindowText)
-        font = QFont(p.font())
-        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.9))
-        p.setFont(font)
-        w, h = self.width(), self.height()
-        left, right, top, gap, bottom = 44, 10, 16, 24, 18
-        ph = (h - top - gap - bottom) / 2
-        r1 = QRectF(left, top, w - left - right, ph)
-        r2 = QRectF(left, top + ph + gap, w - left - right, ph)
+        p, fg, r1, r2 = begin_painting(self)
         x1 = max([s for s, _ in self.loss] + [s for s, _ in self.psnr] + [1])
         lmax = max([v for _, v in self.loss] + [1e-3]) * 1.05
-        self._panel(p, r1, "training loss", fg, (0.0, lmax), x1)
-        self._line(p, r1, self.loss, QColor(LOSS_COLOR), (0.0, lmax), x1, dots=False)
+        draw_panel(p, r1, "training loss", fg, (0.0, lmax), x1, fmt=".3g")
+        draw_line(p, r1, self.loss, QColor(LOSS_COLOR), (0.0, lmax), 0, x1, dots=False)
         if self.psnr:
             vals = [v for _, v in self.psnr + self.psnr_input]
             lo, hi = min(vals), max(vals)
             pad = max(0.5, 0.1 * (hi - lo))
             yr = (lo - pad, hi + pad)
-            self._panel(p, r2, "validation PSNR (dB); dashed: noisy input", fg, yr, x1)
-            self._line(p, r2, self.psnr_input, QColor(INPUT_COLOR), yr, x1, dots=False,
-                       dashed=True)
-            self._line(p, r2, self.psnr, QColor(PSNR_COLOR), yr, x1, dots=True)
+            draw_panel(p, r2, "validation PSNR (dB); dashed: noisy input", fg, yr, x1,
+                       fmt=".3g")
+            draw_line(p, r2, self.psnr_input, QColor(INPUT_COLOR), yr, 0, x1, dots=False,
+                      dashed=True)
+            draw_line(p, r2, self.psnr, QColor(PSNR_COLOR), yr, 0, x1, dots=True)
         else:
             vmax = max([v for _, v in self.val_loss] + [1e-3]) * 1.05
-            self._panel(p, r2, "validation loss (no clean reference)", fg, (0.0, vmax), x1)
-            self._line(p, r2, self.val_loss, QColor(PSNR_COLOR), (0.0, vmax), x1, dots=True)
+            draw_panel(p, r2, "validation loss (no clean reference)", fg, (0.0, vmax), x1,
+                       fmt=".3g")
+            draw_line(p, r2, self.val_loss, QColor(PSNR_COLOR), (0.0, vmax), 0, x1, dots=True)
         if not self.loss:
             p.setPen(fg)
             p.drawText(r1, Qt.AlignmentFlag.AlignCenter, "press Train to see the curves")
         p.end()
-
-    @staticmethod
-    def _panel(p: QPainter, r: QRectF, title: str, fg: QColor, yr: tuple[float, float],
-               x1: float) -> None:
-        p.setPen(QPen(QColor(fg.red(), fg.green(), fg.blue(), 90), 1))
-        p.drawRect(r)
-        p.setPen(fg)
-        p.drawText(QPointF(r.left(), r.top() - 4), title)
-        p.drawText(QRectF(0, r.top() - 6, r.left() - 4, 14), Qt.AlignmentFlag.AlignRight,
-                   f"{yr[1]:.3g}")
-        p.drawText(QRectF(0, r.bottom() - 8, r.left() - 4, 14), Qt.AlignmentFlag.AlignRight,
-                   f"{yr[0]:.3g}")
-        p.drawText(QRectF(r.right() - 80, r.bottom() + 1, 80, 14), Qt.AlignmentFlag.AlignRight,
-                   f"step {int(x1)}")
-
-    @staticmethod
-    def _line(p: QPainter, r: QRectF, pts: list[tuple[int, float]], col: QColor,
-              yr: tuple[float, float], x1: float, *, dots: bool, dashed: bool = False) -> None:
-        if not pts:
-            return
-        sx = r.width() / max(x1, 1)
-        sy = r.height() / max(yr[1] - yr[0], 1e-9)
-        poly = QPolygonF([QPointF(r.left() + s * sx,
-                                  r.bottom() - (min(max(v, yr[0]), yr[1]) - yr[0]) * sy)
-                          for s, v in pts])
-        p.setPen(QPen(col, 1.6, Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine))
-        p.drawPolyline(poly)
-        if dots:
-            p.setBrush(col)
-            for q in poly:
-                p.drawEllipse(q, 2.5, 2.5)
-            p.setBrush(Qt.BrushStyle.NoBrush)

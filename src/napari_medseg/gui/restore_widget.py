@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QWidget
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui import restore_jobs as J
+from napari_medseg.gui.job_controls import JobControls, step_fraction
 from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.restore_apply import RestoreApply
 from napari_medseg.gui.restore_jobs import ROLE, InputError
@@ -32,7 +33,7 @@ from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 LR = 3e-3
 
 
-class RestoreWidget(RestoreApply):
+class RestoreWidget(JobControls, RestoreApply):
     """Dock widget: restoration training, degradation preview, restoring and comparing."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -247,21 +248,6 @@ class RestoreWidget(RestoreApply):
             job.cancel()
             self._say("Cancelling…")
 
-    def toggle_pause(self) -> None:
-        job = self.runner.job
-        if job is None:
-            return
-        if job.is_paused:
-            job.resume()
-        else:
-            job.pause()
-            self.pause_btn.setText("Pausing…")
-
-    def _on_paused(self, paused: bool) -> None:
-        self.pause_btn.setText("Resume" if paused else "Pause")
-        self._say("Paused. Resume to continue, Stop to keep the best model." if paused
-                  else "Resumed.")
-
     def _on_event(self, ev: Any) -> None:
         from napari_medseg.core.events import Message, Progress, StepDone
         from napari_medseg.core.restoration import RestoreValidated
@@ -270,10 +256,7 @@ class RestoreWidget(RestoreApply):
         quiet = job is not None and (job.is_paused or job.stop_requested)
         if isinstance(ev, StepDone):
             self.plot.add_loss(ev.step, ev.loss)
-            frac = ev.step / ev.total_steps if ev.total_steps else 0.0
-            if ev.eta_s is not None and ev.elapsed_s > 0:
-                frac = max(frac, ev.elapsed_s / (ev.elapsed_s + ev.eta_s))
-            self._set_progress(frac)
+            self._set_progress(step_fraction(ev))
             if not quiet:
                 eta = f", about {ev.eta_s:.0f}s left" if ev.eta_s is not None else ""
                 self._say(f"Epoch {ev.epoch}, step {ev.step}: loss {ev.loss:.4f}{eta}")
@@ -288,18 +271,6 @@ class RestoreWidget(RestoreApply):
             self._set_progress(ev.fraction)
         elif isinstance(ev, Message) and not quiet:
             self._say(ev.text[:1].upper() + ev.text[1:] + "…")
-
-    def _set_progress(self, frac: float) -> None:
-        pb = self._pbar
-        if pb is not None:
-            n = int(round(min(max(frac, 0.0), 1.0) * 1000))
-            if n > pb.n:
-                pb.update(n - pb.n)
-
-    def _close_pbar(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
 
     def _on_done(self, res: Any) -> None:
         if isinstance(res, J.RestoreOutput):

@@ -19,10 +19,11 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QWidget
+from qtpy.QtWidgets import QWidget
 
 from napari_medseg.gui import layers as L
-from napari_medseg.gui.model_store import StoredModel, store_for
+from napari_medseg.gui.job_controls import JobControls, step_fraction
+from napari_medseg.gui.model_store import ModelFiles, StoredModel, store_for
 from napari_medseg.gui.train_inputs import (  # noqa: F401 - re-exported, importable from here
     UNLABELLED,
     InputError,
@@ -37,7 +38,7 @@ from napari_medseg.gui.train_ui import TrainControls
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 
 
-class TrainWidget(TrainControls):
+class TrainWidget(ModelFiles, JobControls, TrainControls):
     """Dock widget: train a segmentation model from layers."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -217,21 +218,6 @@ class TrainWidget(TrainControls):
             job.request_stop()
             self._say("Stopping after this step; the best model so far is kept…")
 
-    def toggle_pause(self) -> None:
-        job = self.runner.job
-        if job is None:
-            return
-        if job.is_paused:
-            job.resume()
-        else:
-            job.pause()
-            self.pause_btn.setText("Pausing…")
-
-    def _on_paused(self, paused: bool) -> None:
-        self.pause_btn.setText("Resume" if paused else "Pause")
-        self._say("Paused. Resume to continue, Stop to keep the best model." if paused
-                  else "Resumed.")
-
     def _ensure_plot(self) -> None:
         from napari_medseg.gui.plot import CurvePlot
 
@@ -253,12 +239,7 @@ class TrainWidget(TrainControls):
         if isinstance(ev, StepDone):
             if self.plot is not None:
                 self.plot.add_loss(ev.step, ev.loss)
-            frac = 0.0
-            if ev.total_steps:
-                frac = ev.step / ev.total_steps
-            if ev.eta_s is not None and ev.elapsed_s > 0:
-                frac = max(frac, ev.elapsed_s / (ev.elapsed_s + ev.eta_s))
-            self._set_progress(frac)
+            self._set_progress(step_fraction(ev))
             eta = f", about {_fmt_s(ev.eta_s)} left" if ev.eta_s is not None else ""
             paused = self.runner.job is not None and self.runner.job.is_paused
             if not paused and not (self.runner.job and self.runner.job.stop_requested):
@@ -276,19 +257,6 @@ class TrainWidget(TrainControls):
             self._say(ev.text[:1].upper() + ev.text[1:])
         elif isinstance(ev, Progress):
             self._say(f"{ev.stage}…")
-
-    def _set_progress(self, frac: float) -> None:
-        pb = self._pbar
-        if pb is None:
-            return
-        n = int(round(min(max(frac, 0.0), 1.0) * 1000))
-        if n > pb.n:
-            pb.update(n - pb.n)
-
-    def _close_pbar(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
 
     def _on_done(self, res: Any) -> None:
         self.last_result = res
@@ -319,38 +287,10 @@ class TrainWidget(TrainControls):
         self._set_running(self.runner.busy)
 
     # ------------------------------------------------------------ files
-    def save_model(self, path: str | None = None) -> str | None:
-        from napari_medseg.core.checkpoint import save_checkpoint
-
-        if self.current is None:
-            self._say("No model to save: train or load one first.", error=True)
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.pt",
-                                                  "napari-medseg model (*.pt)")
-            if not path:
-                return None
-        try:
-            out = save_checkpoint(path, self.current.checkpoint)
-        except OSError as exc:
-            self._say(f"Could not save the model: {exc}", error=True)
-            return None
-        self.current.path = out
-        self._say(f"Saved {out}")
-        return out
-
-    def load_model(self, path: str | None = None) -> StoredModel | None:
-        try:
-            entry = self.store.load_file(self, path)
-        except (ValueError, FileNotFoundError) as exc:
-            self._say(str(exc), error=True)
-            return None
-        if entry is None:
-            return None
+    def _model_loaded(self, entry: StoredModel) -> None:
         self.current = entry
         self._show_model(entry)
-        self._say(f"Loaded {path}. Continue training warm-starts from it.")
-        return entry
+        self._say(f"Loaded {entry.path}. Continue training warm-starts from it.")
 
 
 def _train_job(channels: list[np.ndarray], target: np.ndarray, spacing: tuple[float, ...],
