@@ -14,6 +14,16 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on two cores shared with other jobs: one torch thread measured 4-13x faster
+    than two. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def shared_data(sub: str) -> Path:
     """Path to ``../shared/data/<sub>``, or skip the test with the reason."""
     p = DATA / sub

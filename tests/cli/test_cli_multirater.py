@@ -6,21 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from napari_medseg import cli
 from napari_medseg.core import io
 from napari_medseg.core.checkpoint import load_checkpoint
 from napari_medseg.core.sample import brain_phantom
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two cores shared with other jobs: tiny models train faster on one torch thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 AFF = np.array([[1.0, 0, 0, -20.0], [0, 1.0, 0, 10.0], [0, 0, 1.5, 5.0], [0, 0, 0, 1]])

@@ -4,20 +4,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from napari_medseg import cli
 from napari_medseg.core import io
 from napari_medseg.core.degrade import degrade
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two cores shared with other jobs: one torch thread measured 4-13x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 AFF = np.array([[0.8, 0, 0, -10.0], [0, 0.8, 0, 5.0], [0, 0, 3.0, 2.0], [0, 0, 0, 1]])

@@ -24,14 +24,7 @@ from napari_medseg.core.restoration import (
 )
 from tests.conftest import shared_data
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two cores shared with other jobs: one torch thread measured 4-13x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = dict(patch_size=(32, 32), batch_size=2, epochs=2, steps_per_epoch=3, lr=3e-3,
             val_slices=2, device="cpu")

@@ -18,14 +18,7 @@ from napari_medseg.core.losses import (
 )
 from napari_medseg.core.metrics import ssim as ssim_metric
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two cores shared with other jobs: one torch thread measured 4-13x faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pair(shape, seed=0, dtype=torch.float32):

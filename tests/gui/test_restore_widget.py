@@ -19,16 +19,7 @@ SCALE = (0.5, 0.8)
 TRANSLATE = (3.0, -2.0)
 SPEC = "rician:0.1"
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two cores shared with other jobs: one torch thread is much faster than two."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
                             QVBoxLayout, QWidget)
 
@@ -116,10 +116,7 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         for b in (self.worst_btn, self.csv_btn, self.png_btn):
             row.addWidget(b)
         lay.addLayout(row)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.status)
+        self.add_status(lay)
         self.table = T.make_table(T.SEG_HEADERS)
         lay.addWidget(self.table)
         self.restore_table = T.make_table(["Metric", "Value"])

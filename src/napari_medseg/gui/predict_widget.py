@@ -108,9 +108,7 @@ class PredictWidget(ModelLoading, MedsegWidget):
         b.addWidget(self.predict_btn)
         b.addWidget(self.cancel_btn)
         lay.addLayout(b)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        lay.addWidget(self.status)
+        self.add_status(lay)
         lay.addStretch(1)
         self._set_running(False)
 

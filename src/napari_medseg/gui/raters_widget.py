@@ -242,10 +242,7 @@ class RatersWidget(MedsegWidget):
         self.compare_btn.clicked.connect(lambda: self.compare())
         row.addWidget(self.compare_btn)
         lay.addLayout(row)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.status)
+        self.add_status(lay)
 
         self.summary = QLabel("")
         self.summary.setWordWrap(True)

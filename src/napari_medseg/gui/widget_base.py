@@ -1,14 +1,41 @@
-"""What every napari-medseg dock widget shares: the status line and the close watcher."""
+"""What every napari-medseg dock widget shares: the status line, the model box and the close
+watcher."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QLayout, QPushButton, QVBoxLayout, QWidget
 
 
 class MedsegWidget(QWidget):
-    """Base for the dock widgets; subclasses create ``self.status`` (a QLabel)."""
+    """Base for the dock widgets; subclasses add the status line with :meth:`add_status`."""
+
+    def add_status(self, lay: QLayout) -> QLabel:
+        """Add the status line (``self.status``: wrapped, selectable text) to ``lay``."""
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.status)
+        return self.status
+
+    def add_model_box(self, lay: QLayout) -> QGroupBox:
+        """Add the "Model" box: ``self.model_label`` (what the current model is) and
+        ``self.save_btn`` / ``self.load_btn``."""
+        box = QGroupBox("Model")
+        inner = QVBoxLayout(box)
+        self.model_label = QLabel("No model yet: train one or load a file.")
+        self.model_label.setWordWrap(True)
+        inner.addWidget(self.model_label)
+        row = QHBoxLayout()
+        self.save_btn = QPushButton("Save model…")
+        self.load_btn = QPushButton("Load model…")
+        row.addWidget(self.save_btn)
+        row.addWidget(self.load_btn)
+        inner.addLayout(row)
+        lay.addWidget(box)
+        return box
 
     def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)

@@ -57,7 +57,8 @@ __all__ = [
 SSIM_SLAB = 32
 
 
-def _pair(pred: Any, target: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def check_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` and ``target`` as arrays of one shape and real dtype, else a clear error."""
     p, t = np.asarray(pred), np.asarray(target)
     if p.shape != t.shape:
         raise ValueError(f"pred {p.shape} and target {t.shape} differ in shape; restore on the "
@@ -65,6 +66,11 @@ def _pair(pred: Any, target: Any, mask: Any = None) -> tuple[np.ndarray, np.ndar
     for name, a in (("pred", p), ("target", t)):
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
             raise ValueError(f"{name} has dtype {a.dtype}; expected real numbers.")
+    return p, t
+
+
+def _pair(pred: Any, target: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    p, t = check_pair(pred, target)
     p = p.astype(np.float64, copy=False)
     t = t.astype(np.float64, copy=False)
     if mask is not None:

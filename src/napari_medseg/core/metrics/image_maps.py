@@ -12,18 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from napari_medseg.core.metrics.image import check_pair
+
 __all__ = ["absolute_error_map", "per_slice_errors"]
-
-
-def _check(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
-    p, t = np.asarray(pred), np.asarray(target)
-    if p.shape != t.shape:
-        raise ValueError(f"pred {p.shape} and target {t.shape} differ in shape; restore on the "
-                         "reference's grid (or resample one onto the other).")
-    for name, a in (("pred", p), ("target", t)):
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
-            raise ValueError(f"{name} has dtype {a.dtype}; expected real numbers.")
-    return p, t
 
 
 def absolute_error_map(pred: Any, target: Any) -> np.ndarray:
@@ -36,7 +27,7 @@ def absolute_error_map(pred: Any, target: Any) -> np.ndarray:
     ValueError
         If the shapes differ or an array is not real-valued.
     """
-    p, t = _check(pred, target)
+    p, t = check_pair(pred, target)
     out = np.empty(p.shape, np.float32)
     if p.ndim == 0 or p.size == 0:
         out[...] = abs(float(p) - float(t)) if p.size else 0
@@ -71,7 +62,7 @@ def per_slice_errors(pred: Any, target: Any, *, axis: int = 0,
         ``inf`` on a slice restored exactly. ``"data_range"`` holds R as a
         0-d array.
     """
-    p, t = _check(pred, target)
+    p, t = check_pair(pred, target)
     if p.ndim < 2:
         raise ValueError(f"per-slice errors need 2 or more dimensions, got shape {p.shape}.")
     if not -p.ndim <= axis < p.ndim:
