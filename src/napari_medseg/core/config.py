@@ -28,6 +28,21 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}.")
 
 
+def check_training_limits(cfg: Any) -> None:
+    """Validate what every training config has: ``patch_size``, ``batch_size``,
+    ``steps_per_epoch``, and a limit in ``epochs`` and/or ``minutes``."""
+    if len(cfg.patch_size) not in (2, 3) or min(cfg.patch_size) < 1:
+        raise ValueError(f"patch_size must be 2 or 3 positive ints, got {cfg.patch_size}.")
+    if cfg.batch_size < 1 or cfg.steps_per_epoch < 1:
+        raise ValueError("batch_size and steps_per_epoch must be >= 1.")
+    if cfg.epochs is None and cfg.minutes is None:
+        raise ValueError("Set epochs, minutes, or both: training needs a limit.")
+    if cfg.epochs is not None and cfg.epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {cfg.epochs}.")
+    if cfg.minutes is not None and cfg.minutes <= 0:
+        raise ValueError(f"minutes must be > 0, got {cfg.minutes}.")
+
+
 class _JsonMixin:
     """``to_dict`` / ``from_dict`` shared by the config dataclasses."""
 
@@ -203,16 +218,7 @@ class TrainConfig(_JsonMixin):
         _check_choice("intensity_norm", self.intensity_norm, INTENSITY_NORMS)
         _check_choice("raters", self.raters, RATER_MODES)
         _check_choice("decision", self.decision, DECISIONS)
-        if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1:
-            raise ValueError(f"patch_size must be 2 or 3 positive ints, got {self.patch_size}.")
-        if self.batch_size < 1 or self.steps_per_epoch < 1:
-            raise ValueError("batch_size and steps_per_epoch must be >= 1.")
-        if self.epochs is None and self.minutes is None:
-            raise ValueError("Set epochs, minutes, or both: training needs a limit.")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"minutes must be > 0, got {self.minutes}.")
+        check_training_limits(self)
         if not 0.0 <= self.fg_oversample <= 1.0:
             raise ValueError(f"fg_oversample must be in [0, 1], got {self.fg_oversample}.")
         if self.spacing is not None and (len(self.spacing) not in (2, 3) or min(self.spacing) <= 0):

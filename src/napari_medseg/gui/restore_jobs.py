@@ -15,13 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from napari_medseg.gui.train_inputs import InputError  # noqa: F401 - one error type, all widgets
+
 #: Metadata key of the layers the widget makes that are not images to train on or restore
 #: (the degradation preview, the SSIM and error maps).
 ROLE = "medseg_role"
-
-
-class InputError(ValueError):
-    """Something the user can fix; shown in the widget, never as a traceback."""
 
 
 #: The widget's mode names -> the core's (:data:`napari_medseg.core.restoration.MODES`).

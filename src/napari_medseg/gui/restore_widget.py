@@ -25,6 +25,7 @@ from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.restore_apply import RestoreApply
 from napari_medseg.gui.restore_jobs import ROLE, InputError
 from napari_medseg.gui.restore_ui import NONE
+from napari_medseg.gui.train_inputs import parse_patch
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 
 #: Learning rate: the command line's 1e-3 suits its 10-epoch default; interactive budgets
@@ -169,15 +170,7 @@ class RestoreWidget(JobControls, RestoreApply):
         dims = 2 + self.dims_combo.currentIndex()
         if dims == 3 and nd == 2:
             raise InputError("A 3D model needs 3D layers; these are 2D. Choose Model: 2D.")
-        try:
-            patch = tuple(int(v) for v in self.patch_edit.text().replace(",", " ").split())
-        except ValueError:
-            patch = ()
-        if len(patch) == 1:
-            patch = patch * dims
-        if len(patch) != dims or min(patch) < 4:
-            raise InputError(f"Patch '{self.patch_edit.text()}' should be {dims} sizes >= 4, "
-                             f"e.g. {' '.join(['32'] * dims)}.")
+        patch = parse_patch(self.patch_edit.text(), dims, 32)
         limit = self.limit_spin.value()
         minutes = float(limit) if self.limit_combo.currentText() == "minutes" else None
         rc = RestoreConfig(mode=mode, degrade=self.degradation() if mode == "synthetic" else "",

@@ -117,3 +117,18 @@ class TrainInputs:
     target: np.ndarray
     stats: LabelStats
     axis: int | None
+
+
+def parse_patch(text: str, dims: int, example: int) -> tuple[int, ...]:
+    """Patch sizes typed in a widget ("64", "64 64" or "64, 64, 32") for a ``dims``-D model;
+    :class:`InputError` naming an example when they are not ``dims`` sizes >= 4."""
+    try:
+        patch = tuple(int(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        patch = ()
+    if len(patch) == 1:
+        patch = patch * dims
+    if len(patch) != dims or min(patch) < 4:
+        raise InputError(f"Patch '{text}' should be {dims} sizes >= 4, "
+                         f"e.g. {' '.join([str(example)] * dims)}.")
+    return patch

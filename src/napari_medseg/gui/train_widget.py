@@ -32,6 +32,7 @@ from napari_medseg.gui.train_inputs import (  # noqa: F401 - re-exported, import
     default_depth,
     default_patch,
     label_stats,
+    parse_patch,
     sparse_target,
 )
 from napari_medseg.gui.train_ui import TrainControls
@@ -146,15 +147,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         dims = 2 + self.dims_combo.currentIndex()
         if dims == 3 and nd != 3:
             raise InputError("A 3D model needs 3D layers; these are 2D. Choose Model: 2D.")
-        try:
-            patch = tuple(int(v) for v in self.patch_edit.text().replace(",", " ").split())
-        except ValueError:
-            patch = ()
-        if len(patch) == 1:
-            patch = patch * dims
-        if len(patch) != dims or min(patch) < 4:
-            raise InputError(f"Patch '{self.patch_edit.text()}' should be {dims} sizes >= 4, "
-                             f"e.g. {' '.join(['64'] * dims)}.")
+        patch = parse_patch(self.patch_edit.text(), dims, 64)
         mapping = LabelMapping.from_labels([inp.target])
         tc = TrainConfig(patch_size=patch, batch_size=self.batch_spin.value(),
                          loss=self.loss_combo.currentText(), epochs=epochs, minutes=minutes,

@@ -6,9 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from napari_medseg.core.config import DEVICES, check_training_limits
+
 #: Training modes: clean targets given, clean images degraded on the fly, noisy images only.
 MODES = ("pairs", "synthetic", "noise2void")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -105,16 +106,7 @@ class RestoreConfig:
         if self.mode == "noise2void" and any(n not in PIXELWISE for _, n in terms):
             raise ValueError(f"noise2void learns from masked pixels only, so its loss must be "
                              f"pixel-wise (l1, mse); got {self.loss!r}.")
-        if len(self.patch_size) not in (2, 3) or min(self.patch_size) < 1:
-            raise ValueError(f"patch_size must be 2 or 3 positive ints, got {self.patch_size}.")
-        if self.batch_size < 1 or self.steps_per_epoch < 1:
-            raise ValueError("batch_size and steps_per_epoch must be >= 1.")
-        if self.epochs is None and self.minutes is None:
-            raise ValueError("Set epochs, minutes, or both: training needs a limit.")
-        if self.epochs is not None and self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
-        if self.minutes is not None and self.minutes <= 0:
-            raise ValueError(f"minutes must be > 0, got {self.minutes}.")
+        check_training_limits(self)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         if self.slice_axis not in (0, 1, 2):
