@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from napari_medseg.core import distributed
-from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
+from napari_medseg.core.checkpoint import Checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import Case, ChannelNorm, LabelMapping
 from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
 from napari_medseg.core.sampling import PatchSampler, augment_batch, rater_soft_targets
+from napari_medseg.core.training_loop import Validation, optimiser_step, train_loop
 
 Event = StepDone | EpochDone | Validated | Message
 
@@ -241,115 +242,46 @@ def fit(
                            seed=tc.seed + 1000 * dist_info.rank,  # each rank its own patches
                            raters=tc.raters)
 
-    total_steps = None if tc.epochs is None else tc.epochs * tc.steps_per_epoch
-    budget_s = None if tc.minutes is None else tc.minutes * 60.0
-    history: list[dict[str, Any]] = []
-    best: float | None = None
-    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    stopped = False
-    step = 0
-    t0 = clock()
-    running: list[float] = []
+    def train_step() -> float:
+        x, y = sampler.sample(tc.batch_size)
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        if tc.augment:
+            x, y = augment_batch(x, y, gen=gen)
+        mask = None
+        if y.ndim == x.ndim:  # a stack of raters ("soft"): vote fractions after augmenting
+            y, mask = rater_soft_targets(y, num_classes, binary=mc.out_channels == 1)
+        x = x.contiguous(memory_format=mem_fmt)
+        with torch.autocast(device.type, enabled=use_amp):
+            logits = net(x)
+            loss = loss_fn(logits.float(), y, mask)
+        optimiser_step(loss, opt, scaler)
+        return float(loss.detach())
 
-    def progress_frac(elapsed: float) -> float:
-        f = 0.0
-        if total_steps:
-            f = max(f, step / total_steps)
-        if budget_s:
-            f = max(f, elapsed / budget_s)
-        return min(f, 1.0)
+    def validate_epoch(epoch: int, step: int) -> Validation[Validated]:
+        dice = validate(model, vcases, model_config=mc, train_config=tc, device=device,
+                        num_classes=num_classes)
+        vals = [d for d in dice.values() if d is not None]
+        mean = float(np.mean(vals)) if vals else 0.0
+        dice_by_value = {int(mapping.values[k]): d for k, d in dice.items()}
+        return Validation(
+            mean, {"dice": {str(k): v for k, v in dice_by_value.items()}, "mean_dice": mean},
+            lambda best, elapsed: Validated(epoch, step, dice_by_value, mean, best, elapsed))
 
-    def make_ckpt(state: dict[str, torch.Tensor]) -> Checkpoint:
+    def make_ckpt(state: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> Checkpoint:
         return Checkpoint(model_config=mc, train_config=tc, mapping=mapping, norms=tuple(norms),
                           spacing=tc.spacing, state_dict=state, history=list(history),
                           channel_names=list(channel_names), fingerprints=list(fingerprints),
                           extra={"raters": rater_info})
 
-    epoch = 0
-    done = False
-    model.train()
-    try:
-        while not done:
-            epoch += 1
-            ep_losses = []
-            for _ in range(tc.steps_per_epoch):
-                want_stop = should_stop is not None and should_stop()
-                if distributed.any_rank(want_stop, dist_info, device):
-                    stopped = done = True
-                    break
-                frac = progress_frac(clock() - t0)
-                lr = tc.lr * (1 - frac) ** 0.9
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                x, y = sampler.sample(tc.batch_size)
-                x = x.to(device, non_blocking=True)
-                y = y.to(device, non_blocking=True)
-                if tc.augment:
-                    x, y = augment_batch(x, y, gen=gen)
-                mask = None
-                if y.ndim == x.ndim:  # a stack of raters ("soft"): vote fractions after augmenting
-                    y, mask = rater_soft_targets(y, num_classes, binary=mc.out_channels == 1)
-                x = x.contiguous(memory_format=mem_fmt)
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits = net(x)
-                    loss = loss_fn(logits.float(), y, mask)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                step += 1
-                lv = float(loss.detach())
-                ep_losses.append(lv)
-                running.append(lv)
-                elapsed = clock() - t0
-                f = progress_frac(elapsed)
-                eta = elapsed * (1 - f) / f if f > 0 else None
-                yield StepDone(step, epoch, float(np.mean(running[-20:])), lr, elapsed, eta, total_steps)
-                limit = bool((total_steps and step >= total_steps) or
-                             (budget_s and elapsed >= budget_s))
-                if distributed.any_rank(limit, dist_info, device):
-                    done = True
-                    break
-            if not ep_losses:
-                break
-            elapsed = clock() - t0
-            f = progress_frac(elapsed)
-            yield EpochDone(epoch, step, float(np.mean(ep_losses)), elapsed,
-                            elapsed * (1 - f) / f if f > 0 else None)
-            if not main:  # rank 0 validates and saves; the others go on to the next epoch
-                continue
-            dice = validate(model, vcases, model_config=mc, train_config=tc, device=device,
-                            num_classes=num_classes)
-            vals = [d for d in dice.values() if d is not None]
-            mean = float(np.mean(vals)) if vals else 0.0
-            improved = best is None or mean >= best
-            dice_by_value = {int(mapping.values[k]): d for k, d in dice.items()}
-            history.append({"epoch": epoch, "step": step, "loss": float(np.mean(ep_losses)),
-                            "dice": {str(k): v for k, v in dice_by_value.items()}, "mean_dice": mean,
-                            "elapsed_s": clock() - t0})
-            if improved:
-                best = mean
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                if checkpoint_path and main:
-                    save_checkpoint(checkpoint_path, make_ckpt(best_state))
-            yield Validated(epoch, step, dice_by_value, mean, improved, clock() - t0)
-    except GeneratorExit:
-        stopped = True
-        if checkpoint_path and best is None and main:
-            save_checkpoint(checkpoint_path, make_ckpt(
-                {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}))
-        raise
-    finally:
-        distributed.teardown(dist_info)
-    if best is None:  # stopped before the first validation: keep the current weights
-        best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    ckpt = make_ckpt(best_state)
-    if checkpoint_path and main and (best is None or stopped):
-        save_checkpoint(checkpoint_path, ckpt)
-    final = build_model(mc)
-    final.load_state_dict(best_state)
-    final.eval()
-    return FitResult(ckpt, final, step, stopped, best, history)
+    res = yield from train_loop(
+        model=model, optimiser=opt, schedule=tc, train_step=train_step, validate=validate_epoch,
+        make_checkpoint=make_ckpt, new_model=lambda: build_model(mc),
+        checkpoint_path=checkpoint_path, should_stop=should_stop, clock=clock,
+        agree=lambda flag: distributed.any_rank(flag, dist_info, device), is_main=main,
+        on_exit=lambda: distributed.teardown(dist_info))
+    return FitResult(res.checkpoint, res.model, res.steps, res.stopped, res.best_score,
+                     res.history)
 
 
 def _rater_info(cases: Sequence[Case], mode: str) -> dict[str, Any]:

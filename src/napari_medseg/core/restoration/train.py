@@ -1,7 +1,7 @@
 """Restoration training as a generator of events (no printing, no threads, no Qt).
 
-:func:`fit_restoration` mirrors the segmentation engine
-(:func:`napari_medseg.core.engine.fit`): it yields
+:func:`fit_restoration` runs the training loop it shares with the segmentation
+engine (:func:`napari_medseg.core.training_loop.train_loop`): it yields
 :class:`~napari_medseg.core.events.StepDone`, :class:`~napari_medseg.core.events.EpochDone`
 and :class:`RestoreValidated` between steps, stops on ``should_stop()`` or when the
 generator is closed, keeps the best model (by validation PSNR, or by the
@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
+from napari_medseg.core.checkpoint import Checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import LabelMapping
 from napari_medseg.core.events import EpochDone, Message, StepDone
 from napari_medseg.core.restoration.config import RestoreConfig
 from napari_medseg.core.restoration.data import RestoreCase, RestorePatchSampler
+from napari_medseg.core.training_loop import Validation, optimiser_step, train_loop
 
 __all__ = ["RestoreResult", "RestoreValidated", "fit_restoration", "restoration_model_config",
            "validate_restoration"]
@@ -287,23 +288,18 @@ def fit_restoration(
                 for _ in range(8 if rc.mode == "noise2void" else 2)]
     has_ref = any(c.reference is not None for c in vcases)
 
-    total_steps = None if rc.epochs is None else rc.epochs * rc.steps_per_epoch
-    budget_s = None if rc.minutes is None else rc.minutes * 60.0
-    history: list[dict[str, Any]] = []
-    best: float | None = None
-    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    stopped = False
-    step = 0
-    t0 = clock()
-    running: list[float] = []
-
-    def frac(elapsed: float) -> float:
-        f = 0.0
-        if total_steps:
-            f = max(f, step / total_steps)
-        if budget_s:
-            f = max(f, elapsed / budget_s)
-        return min(f, 1.0)
+    def train_step() -> float:
+        x, y, m = sampler.sample(rc.batch_size)
+        x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+        y = y.to(device, non_blocking=True)
+        m = None if m is None else m.to(device, non_blocking=True)
+        with torch.autocast(device.type, enabled=use_amp):
+            out = model(x)
+        loss = loss_fn(out.float(), y, m)
+        optimiser_step(loss, opt, scaler)
+        if loss_fn.adversarial:
+            loss_fn.after_step(out.detach().float(), y)
+        return float(loss.detach())
 
     def val_loss() -> float:
         model.eval()
@@ -317,83 +313,22 @@ def fit_restoration(
         model.train()
         return float(np.mean(vals))
 
-    def snapshot() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    def validate_epoch(epoch: int, step: int) -> Validation[RestoreValidated]:
+        vl = val_loss()
+        p, s, p0 = (validate_restoration(model, vcases, model_config=mc, config=rc,
+                                         device=device) if has_ref else (None, None, None))
+        # Without a clean reference the self-supervised validation loss picks the model.
+        return Validation(
+            p if p is not None else -vl, {"val_loss": vl, "psnr": p, "ssim": s, "psnr_input": p0},
+            lambda best, elapsed: RestoreValidated(epoch, step, p, s, vl, best, elapsed, p0))
 
-    def ckpt(state: dict[str, torch.Tensor]) -> Checkpoint:
+    def ckpt(state: dict[str, torch.Tensor], history: list[dict[str, Any]]) -> Checkpoint:
         return _checkpoint(mc, rc, state, history, train_cases, channel_names, fingerprints)
 
-    epoch = 0
-    done = False
-    model.train()
-    try:
-        while not done:
-            epoch += 1
-            sampler.refresh()
-            ep_losses = []
-            for _ in range(rc.steps_per_epoch):
-                if should_stop is not None and should_stop():
-                    stopped = done = True
-                    break
-                lr = rc.lr * (1 - frac(clock() - t0)) ** 0.9
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                x, y, m = sampler.sample(rc.batch_size)
-                x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-                y = y.to(device, non_blocking=True)
-                m = None if m is None else m.to(device, non_blocking=True)
-                with torch.autocast(device.type, enabled=use_amp):
-                    out = model(x)
-                loss = loss_fn(out.float(), y, m)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                if loss_fn.adversarial:
-                    loss_fn.after_step(out.detach().float(), y)
-                step += 1
-                lv = float(loss.detach())
-                ep_losses.append(lv)
-                running.append(lv)
-                elapsed = clock() - t0
-                f = frac(elapsed)
-                yield StepDone(step, epoch, float(np.mean(running[-20:])), lr, elapsed,
-                               elapsed * (1 - f) / f if f > 0 else None, total_steps)
-                if (total_steps and step >= total_steps) or (budget_s and elapsed >= budget_s):
-                    done = True
-                    break
-            if not ep_losses:
-                break
-            elapsed = clock() - t0
-            f = frac(elapsed)
-            yield EpochDone(epoch, step, float(np.mean(ep_losses)), elapsed,
-                            elapsed * (1 - f) / f if f > 0 else None)
-            vl = val_loss()
-            p, s, p0 = (validate_restoration(model, vcases, model_config=mc, config=rc,
-                                             device=device) if has_ref else (None, None, None))
-            score = p if p is not None else -vl
-            improved = best is None or score >= best
-            history.append({"epoch": epoch, "step": step, "loss": float(np.mean(ep_losses)),
-                            "val_loss": vl, "psnr": p, "ssim": s, "psnr_input": p0,
-                            "elapsed_s": clock() - t0})
-            if improved:
-                best = score
-                best_state = snapshot()
-                if checkpoint_path:
-                    save_checkpoint(checkpoint_path, ckpt(best_state))
-            yield RestoreValidated(epoch, step, p, s, vl, improved, clock() - t0, p0)
-    except GeneratorExit:
-        stopped = True
-        if checkpoint_path and best is None:
-            save_checkpoint(checkpoint_path, ckpt(snapshot()))
-        raise
-    if best is None:
-        best_state = snapshot()
-    result_ckpt = ckpt(best_state)
-    if checkpoint_path and (best is None or stopped):
-        save_checkpoint(checkpoint_path, result_ckpt)
-    final = build_model(mc)
-    final.load_state_dict(best_state)
-    final.eval()
-    best_psnr = max((h["psnr"] for h in history if h["psnr"] is not None), default=None)
-    return RestoreResult(result_ckpt, final, step, stopped, best_psnr, history)
+    res = yield from train_loop(
+        model=model, optimiser=opt, schedule=rc, train_step=train_step, validate=validate_epoch,
+        make_checkpoint=ckpt, new_model=lambda: build_model(mc), checkpoint_path=checkpoint_path,
+        should_stop=should_stop, clock=clock, start_epoch=sampler.refresh)
+    best_psnr = max((h["psnr"] for h in res.history if h["psnr"] is not None), default=None)
+    return RestoreResult(res.checkpoint, res.model, res.steps, res.stopped, best_psnr,
+                         res.history)
