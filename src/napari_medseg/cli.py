@@ -134,26 +134,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- predict
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
+def _load_model(path: str, task: str, other_task_hint: str) -> Any:
+    """Load a checkpoint for ``task``; a missing, foreign or other-task file is a CliError."""
     from napari_medseg.core.checkpoint import load_checkpoint
-    from napari_medseg.core.engine import run
-    from napari_medseg.core.pipeline import segment
 
     try:
-        ckpt = load_checkpoint(args.model)
+        ckpt = load_checkpoint(path)
     except (ValueError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from exc
-    if ckpt.task != "segment":
-        raise CliError(f"{args.model} is a {ckpt.task!r} model; use `napari-medseg restore "
-                       "--model ... --image ... --out ...` for restoration models.")
-    vols = [io.read_spatial(p) for p in args.image]
+    if ckpt.task != task:
+        raise CliError(f"{path} is a {ckpt.task!r} model, not a {task!r} model; {other_task_hint}")
+    return ckpt
+
+
+def _read_channels(paths: Sequence[str]) -> list[Any]:
+    """Read one image's channel files, which must share one grid."""
+    vols = [io.read_spatial(p) for p in paths]
     for v in vols[1:]:
         if v.data.shape != vols[0].data.shape:
             raise CliError(f"{v.path} has shape {v.data.shape} but {vols[0].path} has "
                            f"{vols[0].data.shape}; all channels must share one grid.")
+    return vols
+
+
+# ---------------------------------------------------------------- predict
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    ckpt = _load_model(args.model, "segment",
+                       "use `napari-medseg restore --model ... --image ... --out ...` for "
+                       "restoration models.")
+    vols = _read_channels(args.image)
     print(f"model: {ckpt.describe()}", flush=True)
     t0 = time.perf_counter()
     last = [0.0]
@@ -390,26 +404,15 @@ def cmd_train_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from napari_medseg.core.checkpoint import load_checkpoint
     from napari_medseg.core.engine import run
     from napari_medseg.core.metrics import psnr, ssim
     from napari_medseg.core.restoration import restore
 
-    try:
-        ckpt = load_checkpoint(args.model)
-    except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc)) from exc
-    if ckpt.task != "restore":
-        raise CliError(f"{args.model} is a {ckpt.task!r} model, not a restoration model; use "
-                       "`napari-medseg predict` for segmentation.")
+    ckpt = _load_model(args.model, "restore", "use `napari-medseg predict` for segmentation.")
     if not io.is_supported(args.out) or str(args.out).lower().endswith(".png"):
         raise CliError(f"{args.out}: unsupported output type for a float image; use .nii.gz "
                        "or .tif.")
-    vols = [io.read_spatial(p) for p in args.image]
-    for v in vols[1:]:
-        if v.data.shape != vols[0].data.shape:
-            raise CliError(f"{v.path} has shape {v.data.shape} but {vols[0].path} has "
-                           f"{vols[0].data.shape}; all channels must share one grid.")
+    vols = _read_channels(args.image)
     n_in = ckpt.model_config.in_channels
     if len(vols) != n_in:
         raise CliError(f"The model restores {n_in}-channel images; got {len(vols)} file(s).")

@@ -28,7 +28,7 @@ from napari_medseg.gui import layers as L
 from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.model_store import ModelLoading, StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
-from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.widget_base import MedsegWidget, device_combo
 
 WHOLE, SLICE = "whole volume", "displayed slice (preview)"
 
@@ -94,10 +94,7 @@ class PredictWidget(ModelLoading, MedsegWidget):
         form.addRow("Predict", self.mode_combo)
         self.tta_check = QCheckBox("test-time augmentation (mirroring; slower)")
         form.addRow(self.tta_check)
-        self.device_combo = QComboBox()
-        from napari_medseg.core.engine import available_devices
-
-        self.device_combo.addItems(available_devices())
+        self.device_combo = device_combo()
         form.addRow("Device", self.device_combo)
         lay.addLayout(form)
         b = QHBoxLayout()

@@ -18,14 +18,13 @@ from qtpy.QtWidgets import (
     QListWidgetItem,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medseg.gui import restore_jobs as J
 from napari_medseg.gui.restore_plot import RestorePlot
-from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.widget_base import MedsegWidget, device_combo, spin_box
 
 _SIMPLE_SPEC = re.compile(r"^\s*([A-Za-z]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
@@ -131,38 +130,24 @@ class RestoreControls(MedsegWidget):
         row = QHBoxLayout()
         self.patch_edit = QLineEdit()
         self.patch_edit.setToolTip("Training patch in voxels, one value per model axis.")
-        self.width_spin = QSpinBox()
-        self.width_spin.setRange(4, 128)
-        self.width_spin.setValue(16)
-        self.width_spin.setPrefix("width ")
+        self.width_spin = spin_box(4, 128, 16, prefix="width ")
         row.addWidget(self.patch_edit)
         row.addWidget(self.width_spin)
         f2.addRow("Patch", row)
         row = QHBoxLayout()
-        self.limit_spin = QSpinBox()
-        self.limit_spin.setRange(1, 100000)
-        self.limit_spin.setValue(2)
+        self.limit_spin = spin_box(1, 100000, 2)
         self.limit_combo = QComboBox()
         self.limit_combo.addItems(["minutes", "epochs"])
         row.addWidget(self.limit_spin)
         row.addWidget(self.limit_combo)
         f2.addRow("Train for", row)
         row = QHBoxLayout()
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 10000)
-        self.steps_spin.setValue(50)
-        self.steps_spin.setSuffix(" steps/epoch")
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(8)
-        self.batch_spin.setPrefix("batch ")
+        self.steps_spin = spin_box(1, 10000, 50, suffix=" steps/epoch")
+        self.batch_spin = spin_box(1, 256, 8, prefix="batch ")
         row.addWidget(self.steps_spin)
         row.addWidget(self.batch_spin)
         f2.addRow("Steps", row)
-        self.device_combo = QComboBox()
-        from napari_medseg.core.engine import available_devices
-
-        self.device_combo.addItems(available_devices())
+        self.device_combo = device_combo()
         f2.addRow("Device", self.device_combo)
         lay.addWidget(box)
 

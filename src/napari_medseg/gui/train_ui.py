@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
 )
 
@@ -35,7 +34,7 @@ from napari_medseg.gui.train_inputs import (
     label_stats,
     sparse_target,
 )
-from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.widget_base import MedsegWidget, device_combo, spin_box
 
 
 class TrainControls(MedsegWidget):
@@ -90,34 +89,23 @@ class TrainControls(MedsegWidget):
         self.patch_edit = QLineEdit()
         self.patch_edit.setToolTip("Patch size in voxels, one value per axis (e.g. 128 128).")
         f2.addRow("Patch", self.patch_edit)
-        self.width_spin = QSpinBox()
-        self.width_spin.setRange(4, 128)
-        self.width_spin.setValue(16)
+        self.width_spin = spin_box(4, 128, 16)
         f2.addRow("Width", self.width_spin)
         self.loss_combo = QComboBox()
         self.loss_combo.addItems(["dice_ce", "dice", "ce"])
         f2.addRow("Loss", self.loss_combo)
         row = QHBoxLayout()
-        self.limit_spin = QSpinBox()
-        self.limit_spin.setRange(1, 100000)
-        self.limit_spin.setValue(2)
+        self.limit_spin = spin_box(1, 100000, 2)
         self.limit_combo = QComboBox()
         self.limit_combo.addItems(["minutes", "epochs"])
         row.addWidget(self.limit_spin)
         row.addWidget(self.limit_combo)
         f2.addRow("Train for", row)
-        self.steps_spin = QSpinBox()
-        self.steps_spin.setRange(1, 10000)
-        self.steps_spin.setValue(25)
+        self.steps_spin = spin_box(1, 10000, 25)
         f2.addRow("Steps / epoch", self.steps_spin)
-        self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(8)
+        self.batch_spin = spin_box(1, 256, 8)
         f2.addRow("Batch", self.batch_spin)
-        self.device_combo = QComboBox()
-        from napari_medseg.core.engine import available_devices
-
-        self.device_combo.addItems(available_devices())
+        self.device_combo = device_combo()
         f2.addRow("Device", self.device_combo)
         lay.addWidget(box)
 

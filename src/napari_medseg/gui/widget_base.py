@@ -1,12 +1,44 @@
-"""What every napari-medseg dock widget shares: the status line, the model box and the close
-watcher."""
+"""What every napari-medseg dock widget shares: the status line, the model box, the close
+watcher, and the spin boxes and device picker of their forms."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QLayout, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLayout,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+
+def spin_box(lo: int, hi: int, value: int, *, prefix: str = "", suffix: str = "") -> QSpinBox:
+    """An integer spin box with its range, start value and optional prefix/suffix text."""
+    spin = QSpinBox()
+    spin.setRange(lo, hi)
+    spin.setValue(value)
+    if prefix:
+        spin.setPrefix(prefix)
+    if suffix:
+        spin.setSuffix(suffix)
+    return spin
+
+
+def device_combo() -> QComboBox:
+    """The devices this machine can train and predict on, best first (see
+    :func:`napari_medseg.core.engine.available_devices`)."""
+    from napari_medseg.core.engine import available_devices
+
+    combo = QComboBox()
+    combo.addItems(available_devices())
+    return combo
 
 
 class MedsegWidget(QWidget):
