@@ -31,6 +31,20 @@ def test_write_is_atomic_no_temp_left(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"]
 
 
+def test_failed_write_keeps_the_old_file(tmp_path):
+    target = tmp_path / "labels.nii.gz"
+    io.write_nifti(target, np.ones((3, 3, 3), np.uint8))
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="disk full"):
+        with io.atomic_write(target) as tmp:
+            assert tmp.endswith(".nii.gz")  # writers that pick the format by suffix still can
+            with open(tmp, "wb") as f:
+                f.write(b"half a fi")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.nii.gz"]
+
+
 @pytest.mark.parametrize("data,expected", [
     (np.array([[0, 1], [2, 4]], np.float32), True),       # BraTS stores labels as float32
     (np.arange(1000).reshape(10, 100).astype(np.int16), False),  # too many values

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import ChannelNorm, LabelMapping, norms_from_dicts
+from napari_medseg.core.io import atomic_write
 
 FORMAT = "napari-medseg-checkpoint"
 FORMAT_VERSION = 1
@@ -148,15 +148,8 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> str:
         "extra": ckpt.extra,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=str(p.parent))
-    os.close(fd)
-    try:
+    with atomic_write(p, suffix=".tmp") as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return str(p)
 
 

@@ -7,8 +7,10 @@ through training and prediction back to disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,9 +193,25 @@ def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -
     return True
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    suffix = "".join(path.suffixes) or ".tmp"
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
+
+    A crash or an exception while writing leaves any earlier file intact and no
+    temporary behind, so a reader never sees half a file. The temporary keeps
+    ``path``'s suffixes (``suffix`` overrides), which some writers use to pick the format.
+    """
+    p = Path(path)
+    ext = suffix if suffix is not None else ("".join(p.suffixes) or ".tmp")
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=ext, dir=str(p.parent))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def write_nifti(
@@ -240,24 +258,15 @@ def write_nifti(
     img.header.set_slope_inter(1.0, 0.0)
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
-    fd, tmp = _atomic_target(p)
-    os.close(fd)
-    try:
+    with atomic_write(p) as tmp:
         nib.save(img, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return str(p)
 
 
 def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:
     """Write a 2D array as PNG, or any array as TIFF, atomically."""
     p = Path(path)
-    fd, tmp = _atomic_target(p)
-    os.close(fd)
-    try:
+    with atomic_write(p) as tmp:
         if p.name.lower().endswith(".png"):
             import imageio.v3 as iio
 
@@ -266,11 +275,6 @@ def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:
             import tifffile
 
             tifffile.imwrite(tmp, np.asarray(data))
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return str(p)
 
 
