@@ -1,6 +1,7 @@
 """Pause / Resume and the napari progress bar of a widget's training job.
 
-Shared by the training and restoration widgets. The widget provides
+Shared by the training and restoration widgets (the prediction widget uses the
+progress-bar part, :class:`ProgressBarOwner`). The widget provides
 ``runner`` (a :class:`~napari_medseg.gui.workers.JobRunner`), ``pause_btn``,
 ``_pbar`` (a napari ``progress`` bar with ``total=1000``, or None) and
 ``_say`` (its status line).
@@ -22,12 +23,31 @@ def step_fraction(ev: Any) -> float:
     return frac
 
 
-class JobControls:
+class ProgressBarOwner:
+    """A widget whose job shows in a napari ``progress`` bar (``self._pbar``, total
+    :data:`PBAR_TOTAL`, or None when no job runs)."""
+
+    _pbar: Any
+
+    def _set_progress(self, frac: float) -> None:
+        pb = self._pbar
+        if pb is None:
+            return
+        n = int(round(min(max(frac, 0.0), 1.0) * PBAR_TOTAL))
+        if n > pb.n:
+            pb.update(n - pb.n)
+
+    def _close_pbar(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+
+class JobControls(ProgressBarOwner):
     """Pause / Resume button and progress-bar handling of a widget's training job."""
 
     runner: Any
     pause_btn: Any
-    _pbar: Any
 
     def toggle_pause(self) -> None:
         job = self.runner.job
@@ -43,16 +63,3 @@ class JobControls:
         self.pause_btn.setText("Resume" if paused else "Pause")
         self._say("Paused. Resume to continue, Stop to keep the best model."  # type: ignore
                   if paused else "Resumed.")
-
-    def _set_progress(self, frac: float) -> None:
-        pb = self._pbar
-        if pb is None:
-            return
-        n = int(round(min(max(frac, 0.0), 1.0) * PBAR_TOTAL))
-        if n > pb.n:
-            pb.update(n - pb.n)
-
-    def _close_pbar(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None

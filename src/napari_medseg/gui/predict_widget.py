@@ -25,16 +25,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_medseg.gui import layers as L
+from napari_medseg.gui.job_controls import PBAR_TOTAL, ProgressBarOwner
 from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.model_store import ModelLoading, StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
-from napari_medseg.gui.widget_base import MedsegWidget, device_combo
+from napari_medseg.gui.widget_base import InputError, MedsegWidget, device_combo
 
 WHOLE, SLICE = "whole volume", "displayed slice (preview)"
-
-
-class InputError(ValueError):
-    """Something the user can fix; shown in the widget."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ class PredictPlan:
     note: str = ""
 
 
-class PredictWidget(ModelLoading, MedsegWidget):
+class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
     """Dock widget: segment image layers with a trained or loaded model."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -243,7 +240,7 @@ class PredictWidget(ModelLoading, MedsegWidget):
 
         from napari.utils import progress
 
-        self._pbar = progress(total=1000, desc="predicting")
+        self._pbar = progress(total=PBAR_TOTAL, desc="predicting")
         job = self.runner.start(factory, on_event=self._on_event,
                                 on_done=lambda seg: self._on_done(seg, plan, m),
                                 on_error=lambda e: self._say(f"Prediction failed: {e}",
@@ -269,14 +266,7 @@ class PredictWidget(ModelLoading, MedsegWidget):
         if isinstance(ev, Progress) and pb is not None:
             eta = f", about {ev.eta_s:.0f}s left" if ev.eta_s is not None else ""
             pb.set_description(f"predicting {ev.done}/{ev.total}{eta}")
-            n = int(round(ev.fraction * 1000))
-            if n > pb.n:
-                pb.update(n - pb.n)
-
-    def _close_pbar(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+            self._set_progress(ev.fraction)
 
     def _on_finished(self) -> None:
         self._close_pbar()

@@ -42,7 +42,7 @@ from qtpy.QtWidgets import (
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.workers import JobRunner, stop_on_close
-from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.widget_base import InputError, MedsegWidget
 
 STAPLE, MAJORITY = "STAPLE", "majority vote"
 #: Values of the "rater vs consensus" layer.
@@ -53,10 +53,6 @@ DEVIATION_WORDS = {EXTRA: "marked beyond the consensus (red)",
                    MISSED: "consensus missed (blue)", OTHER: "another structure (yellow)"}
 #: Marks this widget's output layers (they are not offered as raters by default).
 OUTPUT_KEY = "medseg_raters"
-
-
-class InputError(ValueError):
-    """Something the user can fix; shown in the widget, never as a traceback."""
 
 
 @dataclass(frozen=True, eq=False)

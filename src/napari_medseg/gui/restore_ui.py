@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.gui import restore_jobs as J
 from napari_medseg.gui.restore_plot import RestorePlot
-from napari_medseg.gui.widget_base import MedsegWidget, device_combo, spin_box
+from napari_medseg.gui.widget_base import MedsegWidget, device_combo, limit_row, spin_box
 
 _SIMPLE_SPEC = re.compile(r"^\s*([A-Za-z]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
@@ -134,12 +134,7 @@ class RestoreControls(MedsegWidget):
         row.addWidget(self.patch_edit)
         row.addWidget(self.width_spin)
         f2.addRow("Patch", row)
-        row = QHBoxLayout()
-        self.limit_spin = spin_box(1, 100000, 2)
-        self.limit_combo = QComboBox()
-        self.limit_combo.addItems(["minutes", "epochs"])
-        row.addWidget(self.limit_spin)
-        row.addWidget(self.limit_combo)
+        row, self.limit_spin, self.limit_combo = limit_row()
         f2.addRow("Train for", row)
         row = QHBoxLayout()
         self.steps_spin = spin_box(1, 10000, 50, suffix=" steps/epoch")

@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 
 from napari_medseg.gui import layers as L
+from napari_medseg.gui.widget_base import InputError  # noqa: F401 - used and re-exported
 
 UNLABELLED = -1
 
-
-class InputError(ValueError):
-    """Something the user can fix; shown in the widget, never as a traceback."""
 
 
 @dataclass(frozen=True)

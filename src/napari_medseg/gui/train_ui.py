@@ -34,7 +34,7 @@ from napari_medseg.gui.train_inputs import (
     label_stats,
     sparse_target,
 )
-from napari_medseg.gui.widget_base import MedsegWidget, device_combo, spin_box
+from napari_medseg.gui.widget_base import MedsegWidget, device_combo, limit_row, spin_box
 
 
 class TrainControls(MedsegWidget):
@@ -94,12 +94,7 @@ class TrainControls(MedsegWidget):
         self.loss_combo = QComboBox()
         self.loss_combo.addItems(["dice_ce", "dice", "ce"])
         f2.addRow("Loss", self.loss_combo)
-        row = QHBoxLayout()
-        self.limit_spin = spin_box(1, 100000, 2)
-        self.limit_combo = QComboBox()
-        self.limit_combo.addItems(["minutes", "epochs"])
-        row.addWidget(self.limit_spin)
-        row.addWidget(self.limit_combo)
+        row, self.limit_spin, self.limit_combo = limit_row()
         f2.addRow("Train for", row)
         self.steps_spin = spin_box(1, 10000, 25)
         f2.addRow("Steps / epoch", self.steps_spin)

@@ -19,6 +19,10 @@ from qtpy.QtWidgets import (
 )
 
 
+class InputError(ValueError):
+    """Something the user can fix; shown in the widget, never as a traceback."""
+
+
 def spin_box(lo: int, hi: int, value: int, *, prefix: str = "", suffix: str = "") -> QSpinBox:
     """An integer spin box with its range, start value and optional prefix/suffix text."""
     spin = QSpinBox()
@@ -29,6 +33,17 @@ def spin_box(lo: int, hi: int, value: int, *, prefix: str = "", suffix: str = ""
     if suffix:
         spin.setSuffix(suffix)
     return spin
+
+
+def limit_row() -> tuple[QHBoxLayout, QSpinBox, QComboBox]:
+    """The "Train for" row: a number (2 to start with) and its unit, minutes or epochs."""
+    row = QHBoxLayout()
+    spin = spin_box(1, 100000, 2)
+    unit = QComboBox()
+    unit.addItems(["minutes", "epochs"])
+    row.addWidget(spin)
+    row.addWidget(unit)
+    return row, spin, unit
 
 
 def device_combo() -> QComboBox:
