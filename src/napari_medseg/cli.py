@@ -235,10 +235,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         write_csv,
     )
 
-    pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
-    if pred.data.shape != ref.data.shape:
-        raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
-                       f"{ref.data.shape}; predict on the reference's grid.")
+    pred, ref = _read_pred_ref(args, "predict")
     if not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
         print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
               "reference's", file=sys.stderr)
@@ -450,6 +447,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_pred_ref(args: argparse.Namespace, verb: str) -> tuple[Any, Any]:
+    """Read ``--pred`` and ``--ref``, which must share one grid (``verb``: how to fix it)."""
+    pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
+    if pred.data.shape != ref.data.shape:
+        raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
+                       f"{ref.data.shape}; {verb} on the reference's grid.")
+    return pred, ref
+
+
 def cmd_evaluate_restore(args: argparse.Namespace) -> int:
     from napari_medseg.core.metrics import (
         RESTORATION_COLUMNS,
@@ -460,10 +466,7 @@ def cmd_evaluate_restore(args: argparse.Namespace) -> int:
         write_csv,
     )
 
-    pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
-    if pred.data.shape != ref.data.shape:
-        raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
-                       f"{ref.data.shape}; restore on the reference's grid.")
+    pred, ref = _read_pred_ref(args, "restore")
     axis = _evaluate_axis(args, pred.data.ndim)
     p = np.asarray(pred.data, np.float64)
     r = np.asarray(ref.data, np.float64)
