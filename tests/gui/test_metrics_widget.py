@@ -240,3 +240,19 @@ def test_widget_is_contributed_by_the_plugin(make_napari_viewer):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Metrics")
     assert isinstance(widget, MetricsWidget)
+
+
+def test_nsd_tolerance_is_the_users(make_napari_viewer, qtbot):
+    """Changing the tolerance recomputes NSD with it (the default is 1 mm)."""
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    tight = M.evaluate_segmentation(pred, ref, spacing=SCALE, tolerance_mm=1.0)["nsd"]
+    assert _col(w, "NSD") == [tight["1"], tight["2"]]
+    w.nsd_spin.setValue(4.0)
+    qtbot.waitUntil(lambda: not w.busy and w.dist is not None and w.dist.tolerance_mm == 4.0,
+                    timeout=20000)
+    loose = M.evaluate_segmentation(pred, ref, spacing=SCALE, tolerance_mm=4.0)["nsd"]
+    assert _col(w, "NSD") == [loose["1"], loose["2"]]
+    assert loose["1"] > tight["1"]  # a wider tolerance forgives the missed strip
+    assert "tolerance 4 mm" in w.status.text()

@@ -51,6 +51,7 @@ class DistancePart:
     token: int
     report: dict[str, Any]
     seconds: float
+    tolerance_mm: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,7 +115,7 @@ def distance_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
         t0 = time.perf_counter()
         rep = M.evaluate_segmentation(as_labels(pred), as_labels(ref), spacing=spacing,
                                       labels=list(labels), tolerance_mm=tolerance_mm)
-        return DistancePart(token, rep, time.perf_counter() - t0)
+        return DistancePart(token, rep, time.perf_counter() - t0, tolerance_mm)
     return factory
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
+                            QPushButton, QVBoxLayout, QWidget)
 
 from napari_medseg.core import metrics as M
 from napari_medseg.gui import layers as L
@@ -96,10 +96,21 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self.class_combo.setToolTip("Class of the TP/FP/FN overlay and of 'worst slice' "
                                     "(all labels: mean Dice of the labels on each slice).")
         form.addRow("Class", self.class_combo)
+        self.nsd_spin = QDoubleSpinBox()
+        self.nsd_spin.setRange(0.1, 50.0)
+        self.nsd_spin.setSingleStep(0.5)
+        self.nsd_spin.setDecimals(1)
+        self.nsd_spin.setValue(1.0)
+        self.nsd_spin.setSuffix(" mm")
+        self.nsd_spin.setToolTip("Normalised surface Dice counts surface points within this "
+                                 "distance of the other surface as agreeing (the tolerance a "
+                                 "rater would accept, e.g. one or two voxels).")
+        form.addRow("NSD tolerance", self.nsd_spin)
         lay.addLayout(form)
         for c in (self.pred_combo, self.ref_combo):
             c.currentIndexChanged.connect(self._inputs_changed)
         self.class_combo.currentIndexChanged.connect(lambda *_: self.schedule())
+        self.nsd_spin.valueChanged.connect(lambda *_: self.schedule())
         row = QHBoxLayout()
         self.compare_btn = QPushButton("Compare")
         self.compare_btn.setToolTip("Compute the metrics and add the overlay / maps; they then "
@@ -282,7 +293,8 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             return
         labels = [int(v) for v in np.union1d(np.unique(pa.data), np.unique(ra.data)) if v != 0]
         self.dist_runner.start(C.distance_job(pa.data, ra.data, spacing=ra.spacing,
-                                              labels=labels, tolerance_mm=1.0, token=self.token),
+                                              labels=labels, tolerance_mm=self.nsd_spin.value(),
+                                              token=self.token),
                                on_done=self._show_distances, warm=False,
                                on_finished=lambda: self._after("dist"))
 
@@ -339,7 +351,8 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             T.set_cell(self.table, i, T.COL["HD95 mm"], res.report["hd95_mm"].get(str(v)),
                        T.fmt(res.report["hd95_mm"].get(str(v)), 2))
             T.set_cell(self.table, i, T.COL["NSD"], res.report["nsd"].get(str(v)))
-        self._say(f"Dice, HD95 and NSD (tolerance 1 mm) up to date; distances took "
+        self._say(f"Dice, HD95 and NSD (tolerance {res.tolerance_mm:g} mm) up to date; "
+                  f"distances took "
                   f"{res.seconds:.2f} s.")
 
     def _sync_classes(self, labels: tuple[int, ...]) -> None:
