@@ -235,6 +235,44 @@ def test_pause_resume_stop_keeps_a_model(make_napari_viewer, qtbot, images, note
     assert not notes["error"]
 
 
+def test_continue_warm_starts_from_the_current_model(make_napari_viewer, qtbot, images,
+                                                      notes, monkeypatch):
+    import torch
+
+    from napari_medseg.core import restoration
+
+    viewer = _viewer(make_napari_viewer, images)
+    w = _widget(viewer, epochs=1, steps=10)
+    assert not w.continue_btn.isEnabled()  # nothing to continue yet
+    assert not w.start_training(continue_=True) and "No current model" in w.status.text()
+    qtbot.mouseClick(w.train_btn, LEFT)
+    qtbot.waitUntil(lambda: w.current is not None and _idle(w), timeout=60000)
+    first = w.current
+    assert w.continue_btn.isEnabled()
+    seen = []
+    original = restoration.fit_restoration
+
+    def spy(*args, **kw):
+        seen.append(kw.get("init_state"))
+        return (yield from original(*args, **kw))
+
+    monkeypatch.setattr(restoration, "fit_restoration", spy)
+    w.width_spin.setValue(16)  # ignored on Continue: the model keeps its architecture
+    qtbot.mouseClick(w.continue_btn, LEFT)
+    assert "Continuing" in w.status.text()
+    qtbot.waitUntil(lambda: w.current is not first and _idle(w), timeout=60000)
+    assert len(seen) == 1 and seen[0] is not None
+    for k, v in first.checkpoint.state_dict.items():
+        assert torch.equal(seen[0][k], v), k
+    assert w.current.checkpoint.model_config == first.checkpoint.model_config
+    assert len(w.store.models) == 2 and not notes["error"]
+    # another mode or dimensionality is refused with the reason, and nothing starts
+    w.set_mode("noise2void")
+    assert not w.start_training(continue_=True)
+    assert "was trained in 'synthetic' mode" in w.status.text() and not w.runner.busy
+    assert len(seen) == 1
+
+
 def test_worker_error_reaches_widget_and_leaves_it_ready(make_napari_viewer, qtbot, images,
                                                          notes, monkeypatch):
     from napari_medseg.core import restoration

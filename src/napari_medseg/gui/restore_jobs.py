@@ -162,11 +162,12 @@ class RestoreOutput:
 def train_job(images: Sequence[np.ndarray], targets: Sequence[np.ndarray | None], *,
               names: Sequence[str], spacing: Sequence[float], model_config: Any,
               config: Any, should_stop: Callable[[], bool],
-              clock: Callable[[], float] | None = None) -> Generator[Any, None, Any]:
+              clock: Callable[[], float] | None = None,
+              init_state: dict[str, Any] | None = None) -> Generator[Any, None, Any]:
     """Worker thread: prepare the cases, then the core's restoration training generator.
 
     ``targets`` holds each image's clean target (``pairs``) or validation reference
-    (``noise2void``), or None.
+    (``noise2void``), or None; ``init_state`` warm-starts from a model's weights.
     """
     from napari_medseg.core import restoration as R
     from napari_medseg.core.data import fingerprint
@@ -182,7 +183,7 @@ def train_job(images: Sequence[np.ndarray], targets: Sequence[np.ndarray | None]
     kw = {} if clock is None else {"clock": clock}
     res = yield from R.fit_restoration(cases, model_config=model_config, config=config,
                                        should_stop=should_stop, channel_names=[names[0]],
-                                       fingerprints=fps, **kw)
+                                       fingerprints=fps, init_state=init_state, **kw)
     return res
 
 

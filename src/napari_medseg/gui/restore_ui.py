@@ -148,10 +148,13 @@ class RestoreControls(MedsegWidget):
 
         b = QHBoxLayout()
         self.train_btn = QPushButton("Train")
+        self.continue_btn = QPushButton("Continue")
+        self.continue_btn.setToolTip("Train on from the current model (warm start), e.g. on "
+                                     "more images or for longer; same mode and 2D/3D.")
         self.pause_btn = QPushButton("Pause")
         self.stop_btn = QPushButton("Stop")
         self.stop_btn.setToolTip("Training: stop now and keep the best model. Restoring: cancel.")
-        for w in (self.train_btn, self.pause_btn, self.stop_btn):
+        for w in (self.train_btn, self.continue_btn, self.pause_btn, self.stop_btn):
             b.addWidget(w)
         lay.addLayout(b)
         self.plot = RestorePlot()

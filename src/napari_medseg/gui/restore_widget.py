@@ -59,6 +59,7 @@ class RestoreWidget(JobControls, RestoreApply):
         self.train_btn.clicked.connect(lambda: self.start_training())
         self.pause_btn.clicked.connect(self.toggle_pause)
         self.stop_btn.clicked.connect(self.stop)
+        self.continue_btn.clicked.connect(lambda: self.start_training(continue_=True))
         self.save_btn.clicked.connect(lambda: self.save_model())
         self.load_btn.clicked.connect(lambda: self.load_model())
         self.restore_btn.clicked.connect(lambda: self.restore())
@@ -185,14 +186,23 @@ class RestoreWidget(JobControls, RestoreApply):
                                       depth=J.default_depth(patch), mode=mode)
         return imgs, targets, mc, rc
 
-    def start_training(self) -> bool:
-        """Check inputs and start training in the worker; False (with a message) if refused."""
+    def start_training(self, *, continue_: bool = False) -> bool:
+        """Check inputs and start training in the worker; False (with a message) if refused.
+
+        ``continue_``: warm-start from the current model (its architecture is kept; the
+        form's width is not consulted).
+        """
         if self.runner.busy:
             self._say("A restoration job is already running: stop it or wait for it.")
             self.runner.notify_busy()
             return False
+        init = None
         try:
+            if continue_ and self.current is None:
+                raise InputError("No current model to continue: train or load one first.")
             imgs, targets, mc, rc = self.collect()
+            if continue_ and self.current is not None:
+                mc, init = self._warm_start(self.current, mc, rc)
         except ValueError as exc:  # InputError, and the core's config validation
             self._say(str(exc), error=True)
             return False
@@ -202,15 +212,38 @@ class RestoreWidget(JobControls, RestoreApply):
 
         def factory(should_stop: Any, clock: Any) -> Any:
             return J.train_job(arrays, targets, names=names, spacing=spacing, model_config=mc,
-                               config=rc, should_stop=should_stop, clock=clock)
+                               config=rc, should_stop=should_stop, clock=clock,
+                               init_state=init)
 
         self.plot.clear()
         if not self._start(factory, "training", with_clock=True, warm=True):
             return False
         limit = f"{rc.minutes:g} min" if rc.minutes else f"{rc.epochs} epochs"
-        self._say(f"Training a {mc.spatial_dims}D restoration UNet ({J.MODE_LABELS[rc.mode]}, "
+        what = f"Continuing '{self.current.name}'" if init and self.current else "Training"
+        self._say(f"{what}: a {mc.spatial_dims}D restoration UNet ({J.MODE_LABELS[rc.mode]}, "
                   f"loss {rc.loss}), patch {tuple(rc.patch_size)}, {limit} on {rc.device}…")
         return True
+
+    @staticmethod
+    def _warm_start(current: StoredModel, mc: Any, rc: Any) -> tuple[Any, dict[str, Any]]:
+        """The current model's architecture and weights, if it can train on in this setting."""
+        ck = current.checkpoint
+        old = ck.model_config
+        old_mode = ck.extra.get("restore", {}).get("mode")
+        if old_mode is not None and old_mode != rc.mode:
+            label = J.MODE_LABELS.get(old_mode, old_mode)
+            raise InputError(f"'{current.name}' was trained in {old_mode!r} mode ({label}); "
+                             "continue it in that mode, or press Train for a new model.")
+        if old.spatial_dims != mc.spatial_dims:
+            raise InputError(f"'{current.name}' is a {old.spatial_dims}D model; choose Model: "
+                             f"{old.spatial_dims}D to continue it, or press Train for a new one.")
+        if old.in_channels != mc.in_channels:
+            raise InputError(f"'{current.name}' restores {old.in_channels}-channel images; this "
+                             "widget trains on one layer.")
+        if any(p % old.divisor for p in rc.patch_size):
+            raise InputError(f"'{current.name}' needs patch sizes divisible by {old.divisor}; "
+                             f"got {tuple(rc.patch_size)}.")
+        return old, dict(ck.state_dict)
 
     def _start(self, factory: Any, kind: str, *, with_clock: bool = False, warm: bool = False
                ) -> bool:
@@ -290,6 +323,7 @@ class RestoreWidget(JobControls, RestoreApply):
     def _set_running(self, running: bool) -> None:
         for b in (self.train_btn, self.preview_btn, self.load_btn):
             b.setEnabled(not running)
+        self.continue_btn.setEnabled(not running and self.current is not None)
         self.restore_btn.setEnabled(not running and self.current is not None)
         self.save_btn.setEnabled(self.current is not None)
         self.pause_btn.setEnabled(running and self._job_kind == "training")
