@@ -3,7 +3,7 @@
 Shared by the training and restoration widgets (the prediction widget uses the
 progress-bar part, :class:`ProgressBarOwner`). The widget provides
 ``runner`` (a :class:`~napari_medseg.gui.workers.JobRunner`), ``pause_btn``,
-``_pbar`` (a napari ``progress`` bar with ``total=1000``, or None) and
+``_pbar`` (a napari ``progress`` bar with ``total=``:data:`PBAR_TOTAL`, or None) and
 ``_say`` (its status line).
 """
 

@@ -14,8 +14,9 @@ from qtpy.QtCore import QTimer
 from napari_medseg.gui import layers as L
 from napari_medseg.gui import restore_jobs as J
 from napari_medseg.gui.model_store import ModelFiles, ModelStore, StoredModel
-from napari_medseg.gui.restore_jobs import ROLE, InputError
+from napari_medseg.gui.restore_jobs import ROLE
 from napari_medseg.gui.restore_ui import NONE, RestoreControls
+from napari_medseg.gui.widget_base import InputError
 from napari_medseg.gui.workers import JobRunner
 
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from napari_medseg.gui.train_inputs import InputError  # noqa: F401 - one error type, all widgets
 
 #: Metadata key of the layers the widget makes that are not images to train on or restore
 #: (the degradation preview, the SSIM and error maps).

@@ -20,12 +20,13 @@ from qtpy.QtWidgets import QWidget
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui import restore_jobs as J
-from napari_medseg.gui.job_controls import JobControls, step_fraction
+from napari_medseg.gui.job_controls import PBAR_TOTAL, JobControls, step_fraction
 from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.restore_apply import RestoreApply
-from napari_medseg.gui.restore_jobs import ROLE, InputError
+from napari_medseg.gui.restore_jobs import ROLE
 from napari_medseg.gui.restore_ui import NONE
 from napari_medseg.gui.train_inputs import parse_patch
+from napari_medseg.gui.widget_base import InputError
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 
 #: Learning rate: the command line's 1e-3 suits its 10-epoch default; interactive budgets
@@ -250,7 +251,7 @@ class RestoreWidget(JobControls, RestoreApply):
         from napari.utils import progress
 
         self._job_kind = kind
-        self._pbar = progress(total=1000, desc=f"restoration {kind}")
+        self._pbar = progress(total=PBAR_TOTAL, desc=f"restoration {kind}")
         job = self.runner.start(factory, on_event=self._on_event, on_done=self._on_done,
                                 on_error=self._on_error, on_finished=self._on_finished,
                                 on_cancelled=lambda: self._say(f"{kind.capitalize()} "

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from napari_medseg.gui import layers as L
-from napari_medseg.gui.widget_base import InputError  # noqa: F401 - used and re-exported
+from napari_medseg.gui.widget_base import InputError
 
 UNLABELLED = -1
 

@@ -28,13 +28,18 @@ from napari_medseg.gui import layers as L
 from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.model_store import StoredModel
 from napari_medseg.gui.train_inputs import (
-    InputError,
     LabelStats,
     default_patch,
     label_stats,
     sparse_target,
 )
-from napari_medseg.gui.widget_base import MedsegWidget, device_combo, limit_row, spin_box
+from napari_medseg.gui.widget_base import (
+    InputError,
+    MedsegWidget,
+    device_combo,
+    limit_row,
+    spin_box,
+)
 
 
 class TrainControls(MedsegWidget):

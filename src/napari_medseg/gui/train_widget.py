@@ -22,11 +22,10 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_medseg.gui import layers as L
-from napari_medseg.gui.job_controls import JobControls, step_fraction
+from napari_medseg.gui.job_controls import PBAR_TOTAL, JobControls, step_fraction
 from napari_medseg.gui.model_store import ModelFiles, StoredModel, store_for
 from napari_medseg.gui.train_inputs import (  # noqa: F401 - re-exported, importable from here
     UNLABELLED,
-    InputError,
     LabelStats,
     TrainInputs,
     default_depth,
@@ -36,6 +35,7 @@ from napari_medseg.gui.train_inputs import (  # noqa: F401 - re-exported, import
     sparse_target,
 )
 from napari_medseg.gui.train_ui import TrainControls
+from napari_medseg.gui.widget_base import InputError
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 
 
@@ -191,7 +191,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         self.plot.start_run(continued=continue_)
         from napari.utils import progress
 
-        self._pbar = progress(total=1000, desc="training")
+        self._pbar = progress(total=PBAR_TOTAL, desc="training")
         job = self.runner.start(factory, on_event=self._on_event, on_done=self._on_done,
                                 on_error=self._on_error, on_finished=self._on_finished,
                                 on_paused=self._on_paused, with_clock=True)
