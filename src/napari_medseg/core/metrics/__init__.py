@@ -11,15 +11,8 @@ from napari_medseg.core.metrics.image import (
     ssim,
 )
 from napari_medseg.core.metrics.image_maps import absolute_error_map, per_slice_errors
-from napari_medseg.core.metrics.overlap import (
-    dice,
-    dice_per_class,
-    evaluate_segmentation,
-    hausdorff95,
-    hausdorff_distance,
-    normalized_surface_dice,
-    to_jsonable,
-)
+from napari_medseg.core.metrics.overlap import dice, dice_per_class
+from napari_medseg.core.metrics.report import evaluate_segmentation, to_jsonable
 from napari_medseg.core.metrics.slices import (
     FN,
     FP,
@@ -32,6 +25,11 @@ from napari_medseg.core.metrics.slices import (
     per_slice_dice,
     volume_difference,
     worst_slice,
+)
+from napari_medseg.core.metrics.surface import (
+    hausdorff95,
+    hausdorff_distance,
+    normalized_surface_dice,
 )
 from napari_medseg.core.metrics.table import (
     RESTORATION_COLUMNS,

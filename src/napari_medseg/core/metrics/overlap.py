@@ -1,5 +1,10 @@
 """Segmentation overlap metrics, with distances in millimetres.
 
+Dice lives here, with the input checks and label counting every overlap metric
+shares; surface distances (HD95, NSD) are in
+:mod:`napari_medseg.core.metrics.surface`, the per-label report in
+:mod:`napari_medseg.core.metrics.report`.
+
 All functions take ``(pred, target)`` in that order and keep options
 keyword-only. Nothing here returns NaN: the edge cases are part of each
 function's contract.
@@ -13,7 +18,7 @@ Empty-mask policy (shared by every overlap metric)
 * **exactly one empty** -- the structure was missed (or hallucinated):
   Dice and NSD are ``0.0``, the Hausdorff distance is ``float("inf")``.
   ``inf`` is a valid Python float but not valid JSON; pass results through
-  :func:`to_jsonable` before ``json.dump``.
+  :func:`~napari_medseg.core.metrics.to_jsonable` before ``json.dump``.
 
 Surfaces and distances
 ----------------------
@@ -30,22 +35,15 @@ gives identical surfaces and distances at a fraction of the cost.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 __all__ = [
     "dice",
     "dice_per_class",
-    "hausdorff_distance",
-    "hausdorff95",
-    "normalized_surface_dice",
-    "evaluate_segmentation",
-    "to_jsonable",
 ]
 
 # Largest label value for which a lookup table / bincount is used instead of
@@ -53,8 +51,6 @@ __all__ = [
 _LUT_MAX = 1 << 20
 # Largest label value + 1 for which raw (pred, target) pairs are bincounted.
 _RAW_MAX = 1024
-
-Box = tuple[slice, ...]
 
 
 # --------------------------------------------------------------------------- checks
@@ -288,335 +284,3 @@ def dice_per_class(
     """
     p, t = _as_labels(pred, target)
     return _dice_from_counts(*_label_stats(p, t, labels))
-
-
-# --------------------------------------------------------------------------- surfaces
-
-
-def _bounding_box(mask: np.ndarray) -> Box | None:
-    """Tight bounding box of a boolean mask, or None if empty."""
-    box: list[slice] = []
-    for ax in range(mask.ndim):
-        other = tuple(i for i in range(mask.ndim) if i != ax)
-        hit = np.flatnonzero(np.any(mask, axis=other)) if other else np.flatnonzero(mask)
-        if hit.size == 0:
-            return None
-        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
-    return tuple(box)
-
-
-def _union_box(a: Box | None, b: Box | None, shape: tuple[int, ...], margin: int = 1) -> Box:
-    boxes = [x for x in (a, b) if x is not None]
-    return tuple(
-        slice(
-            max(min(bx[ax].start for bx in boxes) - margin, 0),
-            min(max(bx[ax].stop for bx in boxes) + margin, shape[ax]),
-        )
-        for ax in range(len(shape))
-    )
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Surface voxels: mask XOR its erosion (cross structure, outside = background)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
-
-
-def _surface_distances(
-    p: np.ndarray, t: np.ndarray, spacing: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray] | None | str:
-    """Directed surface distances (pred->target, target->pred) in mm.
-
-    Returns None when both masks are empty and ``"one_empty"`` when exactly
-    one is empty.
-    """
-    bp, bt = _bounding_box(p), _bounding_box(t)
-    if bp is None and bt is None:
-        return None
-    if bp is None or bt is None:
-        return "one_empty"
-    box = _union_box(bp, bt, p.shape)
-    sp, st = _surface(p[box]), _surface(t[box])
-    # distance_transform_edt gives each nonzero voxel its distance to the
-    # nearest zero, so the surface of interest is set to zero.
-    dist_to_t = ndimage.distance_transform_edt(~st, sampling=spacing)
-    dist_to_p = ndimage.distance_transform_edt(~sp, sampling=spacing)
-    return dist_to_t[sp], dist_to_p[st]
-
-
-def _hd_from_distances(d_pt: np.ndarray, d_tp: np.ndarray, percentile: float) -> float:
-    return float(max(np.percentile(d_pt, percentile), np.percentile(d_tp, percentile)))
-
-
-def _nsd_from_distances(d_pt: np.ndarray, d_tp: np.ndarray, tolerance_mm: float) -> float:
-    within = np.count_nonzero(d_pt <= tolerance_mm) + np.count_nonzero(d_tp <= tolerance_mm)
-    return int(within) / (d_pt.size + d_tp.size)
-
-
-def _check_percentile(percentile: float) -> float:
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile}; use 95 for HD95.")
-    return float(percentile)
-
-
-def _check_tolerance(tolerance_mm: float) -> float:
-    if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise ValueError(
-            f"tolerance_mm must be a finite distance >= 0 in mm, got {tolerance_mm}."
-        )
-    return float(tolerance_mm)
-
-
-def hausdorff_distance(
-    pred_mask: npt.ArrayLike,
-    target_mask: npt.ArrayLike,
-    *,
-    spacing: Sequence[float],
-    percentile: float = 100.0,
-) -> float | None:
-    """Symmetric (percentile) Hausdorff distance between mask surfaces, in mm.
-
-    The larger of the two directed ``percentile``-th percentiles of the
-    surface-to-surface distances (``np.percentile``, linear interpolation), as
-    in MONAI's ``compute_hausdorff_distance``. ``percentile=100`` is the
-    classical Hausdorff distance of the two surfaces.
-
-    Parameters
-    ----------
-    pred_mask, target_mask : array_like
-        Masks of the same shape (2D, 3D, any ndim); nonzero is foreground.
-    spacing : sequence of float
-        Voxel size in mm along each array axis (``len(spacing) == ndim``).
-    percentile : float, default 100
-        Percentile of each directed distance distribution, in ``[0, 100]``.
-
-    Returns
-    -------
-    float or None
-        Distance in mm; ``float("inf")`` when exactly one mask is empty (the
-        structure was missed -- JSON writers must handle it, see
-        :func:`to_jsonable`); ``None`` when both are empty.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ, or ``spacing`` does not give one positive value
-        per axis.
-    """
-    p, t = _as_masks(pred_mask, target_mask)
-    sp = _check_spacing(spacing, p.ndim)
-    q = _check_percentile(percentile)
-    d = _surface_distances(p, t, sp)
-    if d is None:
-        return None
-    if isinstance(d, str):
-        return math.inf
-    return _hd_from_distances(d[0], d[1], q)
-
-
-def hausdorff95(
-    pred_mask: npt.ArrayLike,
-    target_mask: npt.ArrayLike,
-    *,
-    spacing: Sequence[float],
-) -> float | None:
-    """95th-percentile symmetric Hausdorff distance (HD95) in mm.
-
-    ``max(P95(d(S_pred -> S_target)), P95(d(S_target -> S_pred)))`` over the
-    surface voxels ``S = mask XOR erode(mask)``; the count-based definition of
-    MONAI (each surface voxel weighs the same).
-
-    Parameters
-    ----------
-    pred_mask, target_mask : array_like
-        Masks of the same shape (2D, 3D, any ndim); nonzero is foreground.
-    spacing : sequence of float
-        Voxel size in mm along each array axis (``len(spacing) == ndim``).
-
-    Returns
-    -------
-    float or None
-        HD95 in mm; ``float("inf")`` when exactly one mask is empty;
-        ``None`` when both are empty (absent in both).
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ or ``spacing`` is malformed.
-
-    See Also
-    --------
-    hausdorff_distance : any percentile, including the maximum.
-    """
-    return hausdorff_distance(pred_mask, target_mask, spacing=spacing, percentile=95.0)
-
-
-def normalized_surface_dice(
-    pred_mask: npt.ArrayLike,
-    target_mask: npt.ArrayLike,
-    *,
-    spacing: Sequence[float],
-    tolerance_mm: float = 1.0,
-) -> float | None:
-    """Normalised surface Dice (NSD) at a tolerance in mm.
-
-    The fraction of the surface voxels of both masks that lie within
-    ``tolerance_mm`` of the other mask's surface (Nikolov et al. 2021,
-    approximated on voxel surfaces by counting surface voxels instead of
-    weighting surface elements by area)::
-
-        (|{s in S_p : d(s, S_t) <= tol}| + |{s in S_t : d(s, S_p) <= tol}|)
-        / (|S_p| + |S_t|)
-
-    Parameters
-    ----------
-    pred_mask, target_mask : array_like
-        Masks of the same shape (2D, 3D, any ndim); nonzero is foreground.
-    spacing : sequence of float
-        Voxel size in mm along each array axis.
-    tolerance_mm : float, default 1.0
-        Acceptable surface deviation in mm (inclusive).
-
-    Returns
-    -------
-    float or None
-        NSD in ``[0, 1]``; ``0.0`` when exactly one mask is empty; ``None``
-        when both are empty.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ, ``spacing`` is malformed or ``tolerance_mm`` is
-        negative.
-    """
-    p, t = _as_masks(pred_mask, target_mask)
-    sp = _check_spacing(spacing, p.ndim)
-    tol = _check_tolerance(tolerance_mm)
-    d = _surface_distances(p, t, sp)
-    if d is None:
-        return None
-    if isinstance(d, str):
-        return 0.0
-    return _nsd_from_distances(d[0], d[1], tol)
-
-
-# --------------------------------------------------------------------------- report
-
-
-def evaluate_segmentation(
-    pred: npt.ArrayLike,
-    target: npt.ArrayLike,
-    *,
-    spacing: Sequence[float],
-    labels: Iterable[int] | None = None,
-    tolerance_mm: float = 1.0,
-) -> dict[str, Any]:
-    """Dice, HD95, NSD and volumes for each label of two label arrays.
-
-    Parameters
-    ----------
-    pred, target : array_like of int
-        Label arrays of the same shape (2D or 3D).
-    spacing : sequence of float
-        Voxel size in mm along each array axis.
-    labels : iterable of int, optional
-        Label values to evaluate; defaults to the nonzero values present in
-        either array (background ``0`` only when listed).
-    tolerance_mm : float, default 1.0
-        NSD tolerance in mm.
-
-    Returns
-    -------
-    dict
-        ``{"dice": {"<v>": float|None}, "hd95_mm": {"<v>": float|None},
-        "nsd": {"<v>": float|None}, "absent": [v, ...],
-        "volume_ml": {"<v>": {"pred": ml, "ref": ml}}}``, keyed by the label
-        value as a string. Labels absent in both arrays get ``None`` metrics
-        and are listed in ``"absent"``; a label present in only one array gets
-        Dice 0, NSD 0 and HD95 ``inf``. Volumes are voxel counts times the
-        voxel volume, in ml (1 ml = 1000 mm^3); for 2D inputs the slice is
-        taken as 1 mm thick (so the value is the area in mm^2 / 1000).
-        ``inf`` is not valid JSON: write the result through
-        :func:`to_jsonable`.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ, an array is not integer, ``spacing`` is
-        malformed or ``tolerance_mm`` is negative.
-    """
-    p, t = _as_labels(pred, target)
-    sp = _check_spacing(spacing, p.ndim)
-    tol = _check_tolerance(tolerance_mm)
-    labs, inter, npred, nref = _label_stats(p, t, labels)
-    result: dict[str, Any] = {"dice": {}, "hd95_mm": {}, "nsd": {}, "absent": [], "volume_ml": {}}
-    n = len(labs)
-    if n == 0:
-        return result
-    dices = _dice_from_counts(labs, inter, npred, nref)
-    voxel_ml = float(np.prod(sp)) / 1000.0
-    # Bounding boxes of every label in one pass per array.
-    pi, ti = _label_index(p, labs), _label_index(t, labs)
-    boxes_p = ndimage.find_objects(pi, max_label=n)
-    boxes_t = ndimage.find_objects(ti, max_label=n)
-    for k, v in enumerate(labs, start=1):
-        key = str(v)
-        result["dice"][key] = dices[v]
-        result["volume_ml"][key] = {
-            "pred": int(npred[k - 1]) * voxel_ml,
-            "ref": int(nref[k - 1]) * voxel_ml,
-        }
-        bp, bt = boxes_p[k - 1], boxes_t[k - 1]
-        if bp is None and bt is None:
-            result["absent"].append(v)
-            result["hd95_mm"][key] = None
-            result["nsd"][key] = None
-            continue
-        if bp is None or bt is None:
-            result["hd95_mm"][key] = math.inf
-            result["nsd"][key] = 0.0
-            continue
-        box = _union_box(bp, bt, p.shape)
-        d = _surface_distances(pi[box] == k, ti[box] == k, sp)
-        assert isinstance(d, tuple)  # both non-empty here
-        result["hd95_mm"][key] = _hd_from_distances(d[0], d[1], 95.0)
-        result["nsd"][key] = _nsd_from_distances(d[0], d[1], tol)
-    return result
-
-
-def to_jsonable(d: Any) -> Any:
-    """Copy a metrics result into plain JSON-safe Python objects.
-
-    ``inf``/``-inf``/``nan`` become the strings ``"inf"``/``"-inf"``/``"nan"``,
-    ``None`` stays ``None`` (JSON ``null``), numpy scalars and arrays become
-    Python numbers and lists, tuples become lists and mapping keys become
-    strings.
-
-    Parameters
-    ----------
-    d : object
-        A (nested) dict / list / number, e.g. from :func:`evaluate_segmentation`.
-
-    Returns
-    -------
-    object
-        The same structure, safe for ``json.dumps(..., allow_nan=False)``.
-    """
-    if isinstance(d, Mapping):
-        return {str(k): to_jsonable(v) for k, v in d.items()}
-    if isinstance(d, (list, tuple)):
-        return [to_jsonable(v) for v in d]
-    if isinstance(d, np.ndarray):
-        return [to_jsonable(v) for v in d.tolist()]
-    if isinstance(d, (bool, np.bool_)):
-        return bool(d)
-    if isinstance(d, (int, np.integer)):
-        return int(d)
-    if isinstance(d, (float, np.floating)):
-        x = float(d)
-        if math.isnan(x):
-            return "nan"
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        return x
-    return d
