@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_medseg.cli import CliError
+from napari_medseg.cli.common import CliError
 from napari_medseg.core import io
 
 if TYPE_CHECKING:

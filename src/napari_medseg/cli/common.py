@@ -1,0 +1,77 @@
+"""What the commands share: the user-facing :class:`CliError`, printing training events,
+and reading checkpoints, channel files and --pred/--ref pairs with one set of checks."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from napari_medseg.core import io
+
+
+class CliError(Exception):
+    """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _print_event(ev: Any, *, every: int = 25) -> None:
+    from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
+
+    if isinstance(ev, StepDone) and ev.step % every == 0:
+        eta = f", eta {ev.eta_s:.0f}s" if ev.eta_s is not None else ""
+        print(f"  step {ev.step}: loss {ev.loss:.4f}{eta}", flush=True)
+    elif isinstance(ev, EpochDone):
+        print(f"epoch {ev.epoch}: loss {ev.loss:.4f} ({ev.elapsed_s:.0f}s)", flush=True)
+    elif isinstance(ev, Validated):
+        per = ", ".join(f"{k}: {'absent' if v is None else f'{v:.3f}'}" for k, v in ev.dice.items())
+        print(f"  validation dice {ev.mean_dice:.3f} [{per}]{' *best*' if ev.best else ''}",
+              flush=True)
+    elif isinstance(ev, Message):
+        print(ev.text, flush=True)
+
+
+def _load_model(path: str, task: str, other_task_hint: str) -> Any:
+    """Load a checkpoint for ``task``; a missing, foreign or other-task file is a CliError."""
+    from napari_medseg.core.checkpoint import load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from exc
+    if ckpt.task != task:
+        raise CliError(f"{path} is a {ckpt.task!r} model, not a {task!r} model; {other_task_hint}")
+    return ckpt
+
+
+def _read_channels(paths: Sequence[str]) -> list[Any]:
+    """Read one image's channel files, which must share one grid."""
+    vols = [io.read_spatial(p) for p in paths]
+    for v in vols[1:]:
+        if v.data.shape != vols[0].data.shape:
+            raise CliError(f"{v.path} has shape {v.data.shape} but {vols[0].path} has "
+                           f"{vols[0].data.shape}; all channels must share one grid.")
+    return vols
+
+
+def _read_pred_ref(args: argparse.Namespace, verb: str) -> tuple[Any, Any]:
+    """Read ``--pred`` and ``--ref``, which must share one grid (``verb``: how to fix it)."""
+    pred, ref = io.read_spatial(args.pred), io.read_spatial(args.ref)
+    if pred.data.shape != ref.data.shape:
+        raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
+                       f"{ref.data.shape}; {verb} on the reference's grid.")
+    return pred, ref
+
+
+def _evaluate_axis(args: argparse.Namespace, ndim: int) -> int | None:
+    """The slicing axis of ``--per-slice`` (default: the last axis), or None without it."""
+    if args.axis is not None and not args.per_slice:
+        raise CliError("--axis chooses the slicing axis of --per-slice; add --per-slice.")
+    if not args.per_slice:
+        return None
+    if ndim < 2:
+        raise CliError(f"--per-slice needs 2D or 3D images, got {ndim}D.")
+    axis = ndim - 1 if args.axis is None else args.axis
+    if not -ndim <= axis < ndim:
+        raise CliError(f"--axis {args.axis} is out of range for {ndim}D images; pass "
+                       f"0..{ndim - 1}.")
+    return axis % ndim

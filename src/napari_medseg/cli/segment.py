@@ -1,0 +1,224 @@
+"""Segmentation commands: ``train`` (``--task segment``), ``predict`` and ``evaluate``.
+
+``train --task restore`` and ``evaluate --task restore`` hand over to
+:mod:`napari_medseg.cli.restore`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_medseg.cli.common import (
+    CliError,
+    _evaluate_axis,
+    _load_model,
+    _print_event,
+    _read_channels,
+    _read_pred_ref,
+)
+from napari_medseg.cli.restore import cmd_evaluate_restore, cmd_train_restore
+from napari_medseg.core import io
+
+
+SEG_LOSS_NAMES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")  # config.SEG_LOSSES
+
+
+def _default_patch(shape: Sequence[int], dims: int) -> tuple[int, ...]:
+    """Largest power-of-two-friendly patch not bigger than the image (64^3 in 3D, 128^2 in 2D)."""
+    target = 64 if dims == 3 else 128
+    sizes = list(shape[-dims:]) if dims == 3 else sorted(shape, reverse=True)[:2]
+    out = []
+    for n in sizes:
+        p = min(target, n)
+        out.append(max(8, (p // 8) * 8) if n >= 8 else n)
+    return tuple(out)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.task == "restore":
+        return cmd_train_restore(args)
+    for flag in ("target", "degrade", "mode", "perceptual_model"):
+        if getattr(args, flag):
+            raise CliError(f"--{flag.replace('_', '-')} is for restoration; add --task restore.")
+    args.loss = args.loss or "dice_ce"
+    if args.loss not in SEG_LOSS_NAMES:
+        raise CliError(f"--loss {args.loss!r} is not a segmentation loss "
+                       f"({', '.join(SEG_LOSS_NAMES)}); restoration losses such as 'l1+ssim' "
+                       "need --task restore.")
+    args.lr = 2e-3 if args.lr is None else args.lr
+    args.slice_axis = 2 if args.slice_axis is None else args.slice_axis
+    from napari_medseg.cli_train import prepare_cases, rater_summary, read_label_groups
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping, fingerprint
+    from napari_medseg.core.engine import fit, run
+
+    images: list[list[str]] = args.image or []
+    labels: list[list[str]] = args.label or []
+    if not images or len(images) != len(labels):
+        raise CliError(f"Give one --label per --image group (got {len(images)} --image and "
+                       f"{len(labels)} --label); e.g. --image flair1.nii.gz t1c1.nii.gz --label "
+                       "lab1.nii.gz --image flair2.nii.gz t1c2.nii.gz --label lab2.nii.gz. "
+                       "Several raters of one image go in one group: --label r1.nii.gz r2.nii.gz")
+    n_ch = {len(g) for g in images}
+    if len(n_ch) != 1:
+        raise CliError(f"Every case needs the same number of channels; got {sorted(n_ch)}.")
+    vols = [[io.read_spatial(p) for p in g] for g in images]
+    groups = read_label_groups(vols, labels, args.label_mask or [])
+    nd = vols[0][0].data.ndim
+    dims = args.dims or (3 if nd == 3 else 2)
+    mapping = LabelMapping.from_labels([lv.data for g in groups for lv in g])
+    if args.loss == "bce" and mapping.num_classes != 2:
+        raise CliError(f"--loss bce needs one foreground value; labels have "
+                       f"{list(mapping.values)}.")
+    shape = vols[0][0].data.shape
+    spacing = tuple(args.spacing) if args.spacing else None
+    if spacing is not None and len(spacing) == 1:
+        spacing = spacing * nd
+    patch = tuple(args.patch) if args.patch else _default_patch(shape, dims)
+    if len(patch) == 1:
+        patch = patch * dims
+    tc = TrainConfig(patch_size=patch, batch_size=args.batch_size or (2 if dims == 3 else 8),
+                     loss=args.loss,
+                     epochs=args.epochs if args.epochs or not args.minutes else None,
+                     minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                     device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
+                     val_fraction=args.val_fraction, decision=args.decision, raters=args.raters)
+    out_ch = 1 if args.loss == "bce" else mapping.num_classes
+    mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
+                     out_channels=out_ch, base_width=args.width, depth=args.depth)
+    cases = prepare_cases(vols, groups, mapping=mapping, config=tc)
+    fps = [fingerprint(v.data) for g in vols for v in g]
+    # Under torchrun only rank 0 reports (each rank would print the same lines).
+    main_rank = os.environ.get("RANK", "0") == "0"
+    if main_rank:
+        print(f"{len(cases)} case(s), {mc.in_channels} channel(s), label values "
+              f"{list(mapping.values)}, {dims}D {args.arch}, patch {patch}", flush=True)
+        summary = rater_summary(groups, tc.raters)
+        if summary:
+            print(summary, flush=True)
+    res = run(fit(cases, model_config=mc, train_config=tc, mapping=mapping,
+                  checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
+                  fingerprints=fps), _print_event if main_rank else None)
+    if not main_rank:
+        return 0
+    best = "n/a" if res.best_dice is None else f"{res.best_dice:.3f}"
+    print(f"saved {args.out} ({res.steps} steps, best validation dice {best})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    ckpt = _load_model(args.model, "segment",
+                       "use `napari-medseg restore --model ... --image ... --out ...` for "
+                       "restoration models.")
+    vols = _read_channels(args.image)
+    print(f"model: {ckpt.describe()}", flush=True)
+    t0 = time.perf_counter()
+    last = [0.0]
+
+    def show(ev: Any) -> None:
+        if time.perf_counter() - last[0] > 2 or ev.done == ev.total:
+            last[0] = time.perf_counter()
+            print(f"  {ev.stage} {ev.done}/{ev.total}", flush=True)
+
+    try:
+        seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
+                          channel_names=[str(v.path) for v in vols], tta=args.tta,
+                          decision=args.decision), show)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    ref = vols[0]
+    io.write_volume(args.out, seg.labels, ref.affine, header=None)
+    print(f"wrote {args.out} (values {sorted(np.unique(seg.labels).tolist())}, "
+          f"{time.perf_counter() - t0:.1f}s)")
+    if args.probabilities:
+        probs = np.moveaxis(seg.probabilities, 0, -1)  # NIfTI: channels last (4th axis)
+        io.write_nifti(args.probabilities, probs, ref.affine)
+        print(f"wrote {args.probabilities} ({seg.probabilities.shape[0]} channel(s), class order "
+              f"{list(ckpt.mapping.values) if seg.probabilities.shape[0] > 1 else ['foreground']})")
+    return 0
+
+
+def _fmt_cell(v: float | None, width: int, digits: int = 3) -> str:
+    if v is None or v != v:  # undefined (None or NaN): the class is in neither mask
+        return f"{'-':>{width}}"
+    return f"{v:{width}.{digits}f}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.task == "restore":
+        return cmd_evaluate_restore(args)
+    if args.data_range is not None:
+        raise CliError("--data-range is for --task restore (PSNR/SSIM).")
+    from napari_medseg.core.metrics import (
+        SEGMENTATION_COLUMNS,
+        evaluate_segmentation,
+        per_slice_dice,
+        segmentation_rows,
+        to_jsonable,
+        volume_difference,
+        worst_slice,
+        write_csv,
+    )
+
+    pred, ref = _read_pred_ref(args, "predict")
+    if not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
+        print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
+              "reference's", file=sys.stderr)
+    axis = _evaluate_axis(args, pred.data.ndim)
+    p = np.rint(pred.data).astype(np.int64)
+    r = np.rint(ref.data).astype(np.int64)
+    res = evaluate_segmentation(p, r, spacing=ref.spacing, tolerance_mm=args.tolerance)
+    labels = [int(k) for k in res["dice"]]
+    sd = per_slice_dice(p, r, axis=axis, labels=labels) if axis is not None else None
+    vd = sd.volume_difference(ref.spacing) if sd is not None else \
+        volume_difference(p, r, spacing=ref.spacing, labels=labels)
+    print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7} {'pred_ml':>10} {'ref_ml':>10} "
+          f"{'diff_ml':>10}")
+    for k in res["dice"]:
+        d, h, n = res["dice"][k], res["hd95_mm"][k], res["nsd"][k]
+        if d is None:
+            print(f"{k:>6}  absent in both prediction and reference")
+            continue
+        v = vd[int(k)]
+        print(f"{k:>6} {d:7.3f} {h:9.2f} {n:7.3f} {v['pred_ml']:10.3f} {v['ref_ml']:10.3f} "
+              f"{v['diff_ml']:+10.3f}")
+    if sd is not None:
+        dice_s = sd.dice
+        shown = np.flatnonzero(sd.defined.any(axis=0))
+        print(f"per-slice Dice along axis {axis} ({len(shown)} of {sd.n_slices} slices hold a "
+              "label; '-': label in neither mask of the slice)")
+        print(f"{'slice':>6} " + " ".join(f"{'dice_' + str(v):>8}" for v in sd.labels))
+        for s in shown:
+            print(f"{s:>6} " + " ".join(_fmt_cell(dice_s[k, s], 8) for k in range(len(labels))))
+        for v in sd.labels:
+            w = worst_slice(sd, label=v)
+            if w is not None:
+                print(f"worst slice for label {v}: {w} (Dice {dice_s[sd.row(v), w]:.3f})")
+    if args.csv:
+        write_csv(args.csv, segmentation_rows(res, volume_diff=vd, slices=sd),
+                  SEGMENTATION_COLUMNS)
+        print(f"wrote {args.csv}")
+    if args.json:
+        res = dict(res)
+        res["pred"], res["ref"] = str(args.pred), str(args.ref)
+        res["spacing_mm"] = list(ref.spacing)
+        res["volume_difference"] = {str(k): v for k, v in vd.items()}
+        if sd is not None:
+            res["per_slice"] = {"axis": axis, "dice": {
+                str(v): [None if x != x else float(x) for x in sd.dice[k]]
+                for k, v in enumerate(sd.labels)}}
+        Path(args.json).write_text(json.dumps(to_jsonable(res), indent=2))
+        print(f"wrote {args.json}")
+    return 0
