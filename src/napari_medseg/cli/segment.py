@@ -56,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        "need --task restore.")
     args.lr = 2e-3 if args.lr is None else args.lr
     args.slice_axis = 2 if args.slice_axis is None else args.slice_axis
-    from napari_medseg.cli_train import prepare_cases, rater_summary, read_label_groups
+    from napari_medseg.cli.train_input import prepare_cases, rater_summary, read_label_groups
     from napari_medseg.core.config import ModelConfig, TrainConfig
     from napari_medseg.core.data import LabelMapping, fingerprint
     from napari_medseg.core.engine import fit, run

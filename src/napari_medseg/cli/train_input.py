@@ -5,8 +5,8 @@ group: one label file (a plain labelled case, prepared by
 :func:`~napari_medseg.core.pipeline.prepare_case`, exactly as before several raters
 were supported) or several rater files of that image (prepared by
 :func:`~napari_medseg.core.pipeline.prepare_rater_case`; ``TrainConfig.raters`` says
-how training uses them). Like :mod:`napari_medseg.cli`, this module never imports
-napari or Qt.
+how training uses them). Like the rest of :mod:`napari_medseg.cli`, this module never
+imports napari or Qt.
 """
 
 from __future__ import annotations
