@@ -23,7 +23,8 @@ firings. Phases, each with its own statistics:
 A separate process runs the same 10 ms probe as a *control*: how late any
 thread is woken on this machine at that time (other processes' load), printed
 under each phase. ``--no-fixes`` (or ``--without calm|threads|prewarm``)
-measures without the latency measures of ``gui/workers.py`` -- the "before".
+measures without the latency measures of ``gui/job_tuning.py`` and
+``gui/workers.py`` (prewarm) -- the "before".
 
 The volume is the brain phantom at 96x96x64 (``--shape``), or with
 ``--brats`` the BraTS 2013 case ``pat0001`` from ``../shared/data`` cropped to
@@ -189,13 +190,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from qtpy.QtWidgets import QApplication
 
-    from napari_medseg.gui import workers
+    from napari_medseg.gui import job_tuning, workers
 
     off = set(args.without) | ({"calm", "threads", "prewarm"} if args.no_fixes else set())
     if "calm" in off:
-        workers.CALM_ACTIVITY_INDICATOR = False
+        job_tuning.CALM_ACTIVITY_INDICATOR = False
     if "threads" in off:
-        workers.TORCH_RESERVED_CORES = 0
+        job_tuning.TORCH_RESERVED_CORES = 0
     if "prewarm" in off:
         workers.prewarm_torch = lambda: None
     from napari_medseg.gui import train_widget
@@ -246,8 +247,8 @@ def run(args: argparse.Namespace) -> int:
     pump(60, until=lambda: workers._warmed or workers._prewarm_thread is None)
     pump(0.5)
     print(f"volume: {desc}, spacing {sp}; torch {torch.__version__}, "
-          f"{workers.usable_cores()} CPU(s), torch threads {torch.get_num_threads()} "
-          f"(jobs: {workers.torch_threads_for_jobs() if 'threads' not in off else 'same'}); "
+          f"{job_tuning.usable_cores()} CPU(s), torch threads {torch.get_num_threads()} "
+          f"(jobs: {job_tuning.torch_threads_for_jobs() if 'threads' not in off else 'same'}); "
           f"measures off: {sorted(off) or 'none'}", flush=True)
     phase("idle")
     pump(args.idle_s)
@@ -356,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-s", type=float, default=40.0)
     ap.add_argument("--predict-s", type=float, default=15.0)
     ap.add_argument("--no-fixes", action="store_true",
-                    help="measure without the latency measures of gui/workers.py (the 'before')")
+                    help="measure without the latency measures of gui/job_tuning.py and "
+                         "gui/workers.py (the 'before')")
     ap.add_argument("--without", action="append", default=[],
                     choices=("calm", "threads", "prewarm"),
                     help="leave out one measure: the paused activity indicator, the core "

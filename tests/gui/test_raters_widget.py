@@ -8,14 +8,14 @@ from qtpy.QtCore import Qt
 
 from napari_medseg.core import raters as R
 from napari_medseg.core.sample import brain_phantom
+from napari_medseg.gui.raters_compare import deviation_map
+from napari_medseg.gui.raters_tables import heat_color
 from napari_medseg.gui.raters_widget import (
     EXTRA,
     MAJORITY,
     MISSED,
     OTHER,
     RatersWidget,
-    deviation_map,
-    heat_color,
 )
 
 LEFT = Qt.MouseButton.LeftButton

@@ -13,18 +13,19 @@ the entropy and a disagreement overlay. Clicking a rater (a table row or a
 heat-map row) shows where that rater departs from the consensus: voxels it
 marks that the consensus leaves out (red), voxels of the consensus it misses
 (blue), and a different structure (yellow, multi-label raters).
+
+The worker's computation is in :mod:`napari_medseg.gui.raters_compare`, the
+summary, heat map and rater table in :mod:`napari_medseg.gui.raters_tables`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtGui import QBrush, QColor
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -34,166 +35,32 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.layer_list import CheckableLayerList
+from napari_medseg.gui.raters_compare import (
+    AGREE,
+    EXTRA,
+    MAJORITY,
+    MISSED,
+    OTHER,
+    STAPLE,
+    RaterComparison,
+    compare_raters,
+)
+from napari_medseg.gui.raters_tables import fill_heatmap, fill_rater_table, summary_text
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import InputError, MedsegWidget
 
-STAPLE, MAJORITY = "STAPLE", "majority vote"
-#: Values of the "rater vs consensus" layer.
-AGREE, EXTRA, MISSED, OTHER = 0, 1, 2, 3
 DEVIATION_COLORS = {None: "transparent", AGREE: "transparent", EXTRA: "#ff4040",
                     MISSED: "#4090ff", OTHER: "#ffd040"}
 DEVIATION_WORDS = {EXTRA: "marked beyond the consensus (red)",
                    MISSED: "consensus missed (blue)", OTHER: "another structure (yellow)"}
 #: Marks this widget's output layers (they are not offered as raters by default).
 OUTPUT_KEY = "medseg_raters"
-
-
-@dataclass(frozen=True, eq=False)
-class RaterComparison:
-    """Everything the widget shows, computed in the worker thread from the raters' arrays.
-
-    Attributes
-    ----------
-    names : list of str
-        Rater (layer) names, in input order.
-    method : str
-        :data:`STAPLE` or :data:`MAJORITY`: how :attr:`consensus` was made.
-    report : dict
-        :func:`napari_medseg.core.raters.rater_report` (JSON-ready).
-    consensus : np.ndarray
-        Consensus label array (the raters' label values).
-    probability : np.ndarray
-        STAPLE's posterior probability that a voxel is foreground (multi-label
-        raters: of any nonzero label), float32.
-    fraction, entropy : np.ndarray
-        Vote fraction (any nonzero label) and vote entropy (bits), float32.
-    disagreement : np.ndarray
-        uint8, 1 where not all raters give the same label.
-    deviation : np.ndarray
-        ``(N, *shape)`` uint8: each rater against the consensus (:data:`AGREE`,
-        :data:`EXTRA`, :data:`MISSED`, :data:`OTHER`).
-    deviation_counts : np.ndarray
-        ``(N, 4)`` voxels of each deviation value per rater.
-    pairwise : np.ndarray
-        ``(N, N)`` pairwise Dice (NaN where undefined) -- the report's
-        ``pairwise_dice``.
-    sensitivity, specificity : np.ndarray
-        ``(N,)`` STAPLE per rater (multi-label: mean over the nonzero labels;
-        the per-label values are in ``report["staple"]``).
-    """
-
-    names: list[str]
-    method: str
-    report: dict[str, Any]
-    consensus: np.ndarray
-    probability: np.ndarray
-    fraction: np.ndarray
-    entropy: np.ndarray
-    disagreement: np.ndarray
-    deviation: np.ndarray
-    deviation_counts: np.ndarray
-    pairwise: np.ndarray
-    sensitivity: np.ndarray
-    specificity: np.ndarray
-
-
-def deviation_map(rater: np.ndarray, consensus: np.ndarray) -> np.ndarray:
-    """uint8 map of where ``rater`` departs from ``consensus`` (see :data:`EXTRA` ...)."""
-    r, c = np.asarray(rater), np.asarray(consensus)
-    out = np.zeros(r.shape, np.uint8)
-    differ = r != c
-    r_fg, c_fg = r != 0, c != 0
-    out[differ & r_fg & ~c_fg] = EXTRA
-    out[differ & ~r_fg & c_fg] = MISSED
-    out[differ & r_fg & c_fg] = OTHER
-    return out
-
-
-def compare_raters(arrays: Sequence[np.ndarray], names: Sequence[str], *, method: str = STAPLE
-                   ) -> Generator[Any, None, RaterComparison]:
-    """Run in the worker: the core's rater statistics, yielding progress messages.
-
-    The raters are scanned once (:class:`~napari_medseg.core.raters.RaterVotes`);
-    every statistic is then computed on the table of vote patterns.
-    """
-    from napari_medseg.core import raters as R
-    from napari_medseg.core.events import Message
-
-    if method not in (STAPLE, MAJORITY):
-        raise ValueError(f"method must be {STAPLE!r} or {MAJORITY!r}, got {method!r}.")
-    yield Message("counting vote patterns")
-    vt = R.RaterVotes.from_raters(list(arrays))
-    yield Message(f"{vt.n_patterns} vote patterns; agreement and STAPLE")
-    report = R.rater_report(vt, names=list(names),
-                            method="staple" if method == STAPLE else "majority")
-    st = R.staple(vt)
-    labels = [int(v) for v in vt.labels]
-    if st.binary:
-        prob = np.asarray(st.probability, np.float32)
-        sens = np.asarray(st.sensitivity, float)
-        spec = np.asarray(st.specificity, float)
-    else:
-        prob = (1.0 - st.probability[labels.index(0)] if 0 in labels
-                else np.ones(vt.shape)).astype(np.float32)
-        fg = [k for k, v in enumerate(labels) if v != 0]
-        sens = np.asarray(st.sensitivity, float)[:, fg].mean(axis=1)
-        spec = np.asarray(st.specificity, float)[:, fg].mean(axis=1)
-    yield Message("consensus and maps")
-    consensus = st.consensus if method == STAPLE else R.majority_vote(vt, tie="low")
-    fraction = R.vote_fraction(vt)
-    entropy = R.vote_entropy(vt)
-    dis = R.disagreement(vt).astype(np.uint8)
-    yield Message("each rater against the consensus")
-    dev = np.stack([deviation_map(a, consensus) for a in arrays])
-    counts = np.stack([np.bincount(d.reshape(-1), minlength=4)[:4] for d in dev])
-    pw = np.array([[np.nan if x is None else x for x in row] for row in report["pairwise_dice"]],
-                  dtype=float)
-    return RaterComparison(list(names), method, report, consensus, prob, fraction, entropy, dis,
-                           dev, counts, pw, sens, spec)
-
-
-# ------------------------------------------------------------------ colours
-
-#: viridis at 0, 0.25, 0.5, 0.75, 1 -- the heat map's scale (Dice 0 .. 1).
-_VIRIDIS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]],
-                    float)
-
-
-def heat_color(value: float | None) -> QColor:
-    """Heat-map colour of a Dice value in [0, 1]; grey when undefined."""
-    if value is None or not math.isfinite(value):
-        return QColor(90, 90, 90)
-    x = min(max(float(value), 0.0), 1.0) * (len(_VIRIDIS) - 1)
-    i = min(int(x), len(_VIRIDIS) - 2)
-    rgb = _VIRIDIS[i] + (x - i) * (_VIRIDIS[i + 1] - _VIRIDIS[i])
-    return QColor(*(int(round(c)) for c in rgb))
-
-
-def _text_color(bg: QColor) -> QColor:
-    lum = 0.299 * bg.red() + 0.587 * bg.green() + 0.114 * bg.blue()
-    return QColor(0, 0, 0) if lum > 140 else QColor(255, 255, 255)
-
-
-def _fmt(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _fit_height(table: QTableWidget, *, max_rows: int) -> None:
-    """Make a table exactly as tall as its rows (up to ``max_rows``; it scrolls beyond)."""
-    table.resizeRowsToContents()
-    rows = sum(table.rowHeight(i) for i in range(min(table.rowCount(), max_rows)))
-    header = table.horizontalHeader().sizeHint().height() if table.horizontalHeader().isVisible() \
-        else 0
-    scroll = table.horizontalScrollBar().sizeHint().height() \
-        if table.horizontalScrollBar().isVisible() else 0
-    table.setFixedHeight(header + rows + 2 * table.frameWidth() + scroll + 2)
 
 
 class RatersWidget(MedsegWidget):
@@ -416,57 +283,9 @@ class RatersWidget(MedsegWidget):
                       "where it departs from the consensus.")
 
     def _show_tables(self, res: RaterComparison) -> None:
-        rep = res.report
-        n = len(res.names)
-        fk = rep.get("fleiss_kappa")
-        parts = [f"{n} raters, {rep['n_voxels']:,} voxels, labels {rep['labels']}",
-                 f"Fleiss' kappa {_fmt(fk)}",
-                 f"raters disagree on {100 * rep['disagreement_fraction']:.2f}% of the voxels",
-                 f"STAPLE: {rep['iterations']} EM iterations"
-                 + ("" if rep["staple"]["converged"] else " (did not converge)")]
-        notes = rep.get("notes") or []
-        self.summary.setText("; ".join(parts) + "." + ("\n" + "\n".join(notes) if notes else ""))
-
-        hm = self.heatmap
-        hm.clear()
-        hm.setRowCount(n)
-        hm.setColumnCount(n)
-        hm.setHorizontalHeaderLabels([str(j + 1) for j in range(n)])
-        hm.setVerticalHeaderLabels([f"{j + 1} {nm}" for j, nm in enumerate(res.names)])
-        for i in range(n):
-            for j in range(n):
-                v = res.pairwise[i, j]
-                it = QTableWidgetItem(_fmt(v, 2))
-                bg = heat_color(None if not math.isfinite(v) else v)
-                it.setBackground(QBrush(bg))
-                it.setForeground(QBrush(_text_color(bg)))
-                it.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
-                it.setToolTip(f"{res.names[i]} vs {res.names[j]}: Dice {_fmt(v)}")
-                it.setData(Qt.ItemDataRole.UserRole, None if not math.isfinite(v) else float(v))
-                hm.setItem(i, j, it)
-        hm.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        hm.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        _fit_height(hm, max_rows=10)
-
-        tb = self.rater_table
-        tb.clearContents()
-        tb.setRowCount(n)
-        per_label = not rep["binary"]
-        st = rep["staple"]
-        for j, nm in enumerate(res.names):
-            d = rep["dice_to_consensus"][j]
-            cells = [nm, _fmt(res.sensitivity[j]), _fmt(res.specificity[j]), _fmt(d)]
-            for c, text in enumerate(cells):
-                it = QTableWidgetItem(text)
-                if c:
-                    it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if per_label:
-                    it.setToolTip("per label " + ", ".join(
-                        f"{lab}: sens {st['sensitivity'][j][k]:.3f} spec "
-                        f"{st['specificity'][j][k]:.3f}"
-                        for k, lab in enumerate(st["labels"]) if lab != 0))
-                tb.setItem(j, c, it)
-        _fit_height(tb, max_rows=10)
+        self.summary.setText(summary_text(res))
+        fill_heatmap(self.heatmap, res)
+        fill_rater_table(self.rater_table, res)
         self.highlight_label.setText("")
 
     # ------------------------------------------------------------ highlight
