@@ -156,6 +156,7 @@ class OursRecipe:
     loss: str = "dice_ce_fg"
     decision: str = "foreground"
     augment: bool = True
+    norm: str = "percentile"
 
 
 def make_clock(kind: str) -> Callable[[], float]:
@@ -180,7 +181,7 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
         epochs=None, minutes=minutes,
         steps_per_epoch=1_000_000,  # validate once, at the end: every second goes to training
         seed=seed, device="cpu", fg_oversample=recipe.fg_oversample, augment=recipe.augment,
-        intensity_norm="percentile", spacing=(recipe.spacing,) * 3, crop_foreground=True,
+        intensity_norm=recipe.norm, spacing=(recipe.spacing,) * 3, crop_foreground=True,
         overlap=0.5, decision=recipe.decision,
     )
     mapping = LabelMapping.from_labels([v.labels for v in train])
@@ -361,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--loss", default=d.loss, choices=("dice_ce", "dice_ce_fg"))
     g.add_argument("--decision", default=d.decision, choices=("argmax", "foreground"))
+    g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "none"))
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="what the budget counts: process CPU time / threads, or wall-clock")
     args = p.parse_args(argv)
@@ -378,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     recipe = OursRecipe(spacing=args.spacing, patch=tuple(args.patch), batch_size=args.batch_size,
                         width=args.width, depth=args.depth, fg_oversample=args.fg_oversample,
-                        lr=args.lr, loss=args.loss, decision=args.decision)
+                        lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm)
     clock = make_clock(args.clock)
 
     def log(msg: str) -> None:

@@ -156,3 +156,27 @@ def test_foreground_loss_and_decision_travel_with_the_model(tmp_path, nifti_case
     # foreground first never labels fewer voxels as foreground than argmax
     assert (fg > 0).sum() >= (am > 0).sum()
     assert ((am > 0) & (fg == 0)).sum() == 0
+
+
+def test_norm_none_travels_with_the_model(tmp_path, nifti_case, capsys):
+    """--norm none: the model records it, so predict prepares images the same way."""
+    from napari_medseg.core.checkpoint import load_checkpoint
+
+    model = tmp_path / "m.pt"
+    rc = cli.main(["train", "--image", str(nifti_case["t1"]), "--label",
+                   str(nifti_case["labels"]), "--out", str(model), "--dims", "2", "--epochs", "1",
+                   "--steps-per-epoch", "3", "--patch", "32", "--width", "8", "--depth", "3",
+                   "--norm", "none"])
+    assert rc == 0, capsys.readouterr().err
+    assert load_checkpoint(model).train_config.intensity_norm == "none"
+    out = tmp_path / "pred.nii.gz"
+    assert cli.main(["predict", "--model", str(model), "--image", str(nifti_case["t1"]),
+                     "--out", str(out)]) == 0
+    assert io.read_volume(out).data.shape == io.read_volume(nifti_case["t1"]).data.shape
+
+
+def test_unknown_norm_is_refused(tmp_path, nifti_case, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--image", str(nifti_case["t1"]), "--label",
+                  str(nifti_case["labels"]), "--out", str(tmp_path / "m.pt"), "--norm", "minmax"])
+    assert "invalid choice: 'minmax'" in capsys.readouterr().err

@@ -52,6 +52,20 @@ def test_zscore_inside_mask():
     assert inside.std() == pytest.approx(1, abs=1e-4)
 
 
+def test_no_normalisation_keeps_values():
+    rng = np.random.default_rng(0)
+    img = rng.normal(3, 2, size=(2, 12, 12, 6)).astype(np.float32)
+    img[0, 0, 0, 0] = 1e6  # no clipping either
+    norms = fit_normalization(img, "none")
+    assert len(norms) == 2
+    np.testing.assert_array_equal(apply_normalization(img, norms), img)
+
+
+def test_unknown_normalisation_names_the_choices():
+    with pytest.raises(ValueError, match="'percentile', 'zscore' or 'none'"):
+        fit_normalization(np.ones((1, 4, 4), np.float32), "minmax")
+
+
 def test_check_image_errors():
     with pytest.raises(ValueError, match="t1c has shape .* but flair has"):
         check_image([np.zeros((4, 4, 4)), np.zeros((4, 4, 3))], ["flair", "t1c"])
@@ -171,3 +185,15 @@ def test_constant_nonzero_background_is_cropped_and_predicted_as_background():
     assert set(np.unique(seg.labels[~inside])) == {0}
     assert set(np.unique(seg.labels[inside])) == {5}  # class 2 -> the user's label value 5
     assert seg.labels.shape == img.shape
+
+
+def test_prepare_input_without_normalisation_only_crops():
+    """norm 'none' (images already normalised, as the BraTS volumes are): values pass as they are."""
+    rng = np.random.default_rng(1)
+    img = np.full((40, 40, 12), -3.6, np.float32)
+    img[10:30, 8:28, 2:10] = rng.normal(0.5, 2, (20, 20, 8))
+    prep = prepare_input([img], (1, 1, 1), method="none", target_spacing=None,
+                         crop_foreground=True)
+    np.testing.assert_array_equal(prep.image[0], img[prep.crop])
+    z = prepare_input([img], (1, 1, 1), method="zscore", target_spacing=None, crop_foreground=True)
+    assert not np.allclose(z.image, prep.image)  # the other methods do change them

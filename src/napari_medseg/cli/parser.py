@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment: how probabilities become labels (kept in the model): the most "
                    "probable class, or foreground first (foreground classes together > 0.5, "
                    "then the likeliest of them)")
+    t.add_argument("--norm", choices=("percentile", "zscore", "none"), default="percentile",
+                   help="segment: per-channel intensity normalisation inside the body (kept in "
+                   "the model): z-score after clipping to the 0.5-99.5th percentiles, plain "
+                   "z-score, or none for images already normalised alike")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")

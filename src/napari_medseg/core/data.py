@@ -118,7 +118,13 @@ def fit_normalization(image: np.ndarray, method: str = "percentile",
     ``percentile``: clip to the 0.5 and 99.5 percentiles inside the mask,
     then z-score with the clipped values (robust to bright outliers).
     ``zscore``: z-score inside the mask, no clipping.
+    ``none``: keep the values (mean 0, std 1, no clipping), for images that are
+    already normalised the same way, such as BraTS volumes z-scored by their
+    provider: statistics taken again inside the brain include the tumour, so a
+    large bright tumour compresses its own contrast against the other cases.
     """
+    if method == "none":
+        return tuple(ChannelNorm(-np.inf, np.inf, 0.0, 1.0) for _ in range(image.shape[0]))
     m = foreground_mask(image) if mask is None else np.asarray(mask, bool)
     norms = []
     for c in range(image.shape[0]):
@@ -131,7 +137,8 @@ def fit_normalization(image: np.ndarray, method: str = "percentile",
         elif method == "zscore":
             lo, hi = -np.inf, np.inf
         else:
-            raise ValueError(f"Unknown normalisation {method!r}; use 'percentile' or 'zscore'.")
+            raise ValueError(f"Unknown normalisation {method!r}; use 'percentile', 'zscore' or "
+                             "'none'.")
         std = float(v.std())
         norms.append(ChannelNorm(lo, hi, float(v.mean()), std if std > 1e-8 else 1.0))
     return tuple(norms)
