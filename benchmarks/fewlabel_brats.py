@@ -157,6 +157,7 @@ class OursRecipe:
     decision: str = "foreground"
     augment: bool = True
     norm: str = "percentile"
+    crop: bool = True
 
 
 def make_clock(kind: str) -> Callable[[], float]:
@@ -181,7 +182,7 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
         epochs=None, minutes=minutes,
         steps_per_epoch=1_000_000,  # validate once, at the end: every second goes to training
         seed=seed, device="cpu", fg_oversample=recipe.fg_oversample, augment=recipe.augment,
-        intensity_norm=recipe.norm, spacing=(recipe.spacing,) * 3, crop_foreground=True,
+        intensity_norm=recipe.norm, spacing=(recipe.spacing,) * 3, crop_foreground=recipe.crop,
         overlap=0.5, decision=recipe.decision,
     )
     mapping = LabelMapping.from_labels([v.labels for v in train])
@@ -363,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--loss", default=d.loss, choices=("dice_ce", "dice_ce_fg"))
     g.add_argument("--decision", default=d.decision, choices=("argmax", "foreground"))
     g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "none"))
+    g.add_argument("--no-crop", dest="crop", action="store_false",
+                   help="train on the whole volume, not the brain's bounding box")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="what the budget counts: process CPU time / threads, or wall-clock")
     args = p.parse_args(argv)
@@ -380,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     recipe = OursRecipe(spacing=args.spacing, patch=tuple(args.patch), batch_size=args.batch_size,
                         width=args.width, depth=args.depth, fg_oversample=args.fg_oversample,
-                        lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm)
+                        lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm, crop=args.crop)
     clock = make_clock(args.clock)
 
     def log(msg: str) -> None:
