@@ -196,6 +196,14 @@ def test_worker_error_reaches_widget_and_leaves_it_ready(make_napari_viewer, qtb
         notes["error"].clear()
 
 
+def test_intensity_setting_reaches_the_training_config(make_napari_viewer, small):
+    w = _train_widget(_viewer(make_napari_viewer, small))
+    inp = w.collect_inputs()
+    assert w._configs(inp, continue_from=None)[1].intensity_norm == "percentile"
+    w.norm_combo.setCurrentText("none")
+    assert w._configs(inp, continue_from=None)[1].intensity_norm == "none"
+
+
 def test_clear_messages_for_bad_inputs(make_napari_viewer, small):
     import torch
 

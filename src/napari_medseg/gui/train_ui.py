@@ -99,6 +99,12 @@ class TrainControls(MedsegWidget):
         self.loss_combo = QComboBox()
         self.loss_combo.addItems(["dice_ce", "dice", "ce"])
         f2.addRow("Loss", self.loss_combo)
+        self.norm_combo = QComboBox()
+        self.norm_combo.addItems(["percentile", "zscore", "none"])
+        self.norm_combo.setToolTip("Per-channel intensity normalisation inside the body: z-score "
+                                   "after clipping to the 0.5-99.5th percentiles, plain z-score, "
+                                   "or none (images already normalised alike).")
+        f2.addRow("Intensities", self.norm_combo)
         row, self.limit_spin, self.limit_combo = limit_row()
         f2.addRow("Train for", row)
         self.steps_spin = spin_box(1, 10000, 25)

@@ -152,7 +152,8 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         tc = TrainConfig(patch_size=patch, batch_size=self.batch_spin.value(),
                          loss=self.loss_combo.currentText(), epochs=epochs, minutes=minutes,
                          steps_per_epoch=self.steps_spin.value(), device=device,
-                         slice_axis=inp.axis if inp.axis is not None else 2, lr=3e-3)
+                         slice_axis=inp.axis if inp.axis is not None else 2, lr=3e-3,
+                         intensity_norm=self.norm_combo.currentText())
         mc = ModelConfig(spatial_dims=dims, in_channels=len(inp.channels),
                          out_channels=mapping.num_classes, base_width=self.width_spin.value(),
                          depth=default_depth(patch))
