@@ -24,12 +24,9 @@ from qtpy.QtWidgets import QWidget
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.job_controls import PBAR_TOTAL, JobControls, step_fraction
 from napari_medseg.gui.model_store import ModelFiles, StoredModel, store_for
-from napari_medseg.gui.train_inputs import (  # noqa: F401 - re-exported, importable from here
-    UNLABELLED,
-    LabelStats,
+from napari_medseg.gui.train_inputs import (
     TrainInputs,
     default_depth,
-    default_patch,
     label_stats,
     parse_patch,
     sparse_target,
