@@ -4,7 +4,8 @@ and reading checkpoints, channel files and --pred/--ref pairs with one set of ch
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from napari_medseg.core import io
@@ -12,6 +13,18 @@ from napari_medseg.core import io
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _progress_printer(every_s: float = 2.0) -> Callable[[Any], None]:
+    """A callback printing inference ``Progress`` at most every ``every_s`` s, and the last one."""
+    last = [0.0]
+
+    def show(ev: Any) -> None:
+        if time.perf_counter() - last[0] > every_s or ev.done == ev.total:
+            last[0] = time.perf_counter()
+            print(f"  {ev.stage} {ev.done}/{ev.total}", flush=True)
+
+    return show
 
 
 def _print_event(ev: Any, *, every: int = 25) -> None:

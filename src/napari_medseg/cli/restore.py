@@ -15,6 +15,7 @@ from napari_medseg.cli.common import (
     _evaluate_axis,
     _load_model,
     _print_event,
+    _progress_printer,
     _read_channels,
     _read_pred_ref,
 )
@@ -148,13 +149,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     mode = ckpt.extra.get("restore", {}).get("mode", "?")
     print(f"model: {mc.spatial_dims}D {mc.arch} restoration ({mode})", flush=True)
     t0 = time.perf_counter()
-    last = [0.0]
-
-    def show(ev: Any) -> None:
-        if time.perf_counter() - last[0] > 2 or ev.done == ev.total:
-            last[0] = time.perf_counter()
-            print(f"  {ev.stage} {ev.done}/{ev.total}", flush=True)
-
+    show = _progress_printer()
     data = [np.asarray(v.data, np.float32) for v in vols]
     try:
         out = run(restore(ckpt, data[0] if n_in == 1 else data, device=args.device,

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from napari_medseg.cli.common import (
     _evaluate_axis,
     _load_model,
     _print_event,
+    _progress_printer,
     _read_channels,
     _read_pred_ref,
 )
@@ -126,13 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     vols = _read_channels(args.image)
     print(f"model: {ckpt.describe()}", flush=True)
     t0 = time.perf_counter()
-    last = [0.0]
-
-    def show(ev: Any) -> None:
-        if time.perf_counter() - last[0] > 2 or ev.done == ev.total:
-            last[0] = time.perf_counter()
-            print(f"  {ev.stage} {ev.done}/{ev.total}", flush=True)
-
+    show = _progress_printer()
     try:
         seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
                           channel_names=[str(v.path) for v in vols], tta=args.tta,
