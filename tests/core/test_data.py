@@ -158,6 +158,13 @@ def test_prepare_input_errors_on_spacing_length():
                       crop_foreground=False)
 
 
+def _brats_like(mean: float, std: float) -> np.ndarray:
+    """A 'body' of normal values in a (40, 40, 12) volume, one negative constant outside it."""
+    img = np.full((40, 40, 12), -3.6, np.float32)
+    img[10:30, 8:28, 2:10] = np.random.default_rng(0).normal(mean, std, (20, 20, 8))
+    return img
+
+
 def test_constant_nonzero_background_is_cropped_and_predicted_as_background():
     """BraTS-like: z-scored inside the brain, one negative constant outside it."""
     from napari_medseg.core.checkpoint import Checkpoint
@@ -166,9 +173,7 @@ def test_constant_nonzero_background_is_cropped_and_predicted_as_background():
     from napari_medseg.core.models import build_model
     from napari_medseg.core.pipeline import segment
 
-    rng = np.random.default_rng(0)
-    img = np.full((40, 40, 12), -3.6, np.float32)
-    img[10:30, 8:28, 2:10] = rng.normal(0, 1, (20, 20, 8))
+    img = _brats_like(0.0, 1.0)
     prep = prepare_input([img], (1, 1, 1), method="percentile", target_spacing=None,
                          crop_foreground=True)
     assert prep.crop == (slice(6, 34), slice(4, 32), slice(0, 12))
@@ -189,9 +194,7 @@ def test_constant_nonzero_background_is_cropped_and_predicted_as_background():
 
 def test_prepare_input_without_normalisation_only_crops():
     """norm 'none' (images already normalised, as the BraTS volumes are): values pass as they are."""
-    rng = np.random.default_rng(1)
-    img = np.full((40, 40, 12), -3.6, np.float32)
-    img[10:30, 8:28, 2:10] = rng.normal(0.5, 2, (20, 20, 8))
+    img = _brats_like(0.5, 2.0)
     prep = prepare_input([img], (1, 1, 1), method="none", target_spacing=None,
                          crop_foreground=True)
     np.testing.assert_array_equal(prep.image[0], img[prep.crop])
