@@ -383,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(THREADS)
     recipe = OursRecipe(spacing=args.spacing, patch=tuple(args.patch), batch_size=args.batch_size,
                         width=args.width, depth=args.depth, fg_oversample=args.fg_oversample,
-                        lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm, crop=args.crop)
+                        lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm,
+                        crop=args.crop)
     clock = make_clock(args.clock)
 
     def log(msg: str) -> None:
