@@ -225,10 +225,61 @@ def resample_image(image: np.ndarray, factors: Sequence[float]) -> np.ndarray:
 
 
 def resample_labels(labels: np.ndarray, factors: Sequence[float]) -> np.ndarray:
-    """Nearest-neighbour resampling of a class-index volume (keeps -1)."""
+    """Resample a class-index volume by zoom factors, voting at each new voxel's centre.
+
+    Every class's indicator is interpolated linearly at the centres of the new
+    voxels (``grid_mode``: the outer voxel edges stay aligned, as in
+    :func:`resample_image`) and each new voxel takes the class that weighs
+    most there. Exact ties (a 2x2x2 block split 4 to 4) go to the lowest tied
+    class on voxels whose indices sum to an even number and to the highest on
+    the others, so that structures neither shrink, grow nor move. A voxel is
+    unlabelled (:data:`UNLABELLED`) where labelled voxels weigh less than half.
+
+    Nearest-neighbour sampling is not used because, going from 1 mm to 2 mm,
+    it takes every new voxel's label from one of the two old voxels it
+    covers, always the same one: all boundaries move half an old voxel
+    against the image, which on BraTS pat0004 alone capped the whole-tumour
+    Dice of the labels themselves (down and back up) at 0.974 instead of
+    0.981. It also drops a lone annotated slice that falls on the other side.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer class indices, -1 where unlabelled.
+    factors : sequence of float
+        Zoom factor per axis (new size over old size).
+
+    Returns
+    -------
+    np.ndarray
+        Class indices (same dtype) on the new grid, of ``scipy.ndimage.zoom``'s shape.
+    """
     if all(abs(f - 1) < 1e-6 for f in factors):
         return labels
-    return ndi.zoom(labels, factors, order=0, grid_mode=True, mode="nearest").astype(labels.dtype)
+
+    def weight(mask: np.ndarray) -> np.ndarray:
+        return ndi.zoom(mask.astype(np.float32), factors, order=1, grid_mode=True, mode="nearest")
+
+    classes = np.unique(labels[labels >= 0])
+    if classes.size == 0:
+        return np.full(weight(labels < 0).shape, UNLABELLED, labels.dtype)
+    eps = 1e-4  # float32 interpolation of 0/1 values: ties agree to ~1e-7
+    best = weight(labels == classes[0])
+    lo = np.full(best.shape, classes[0], labels.dtype)  # lowest class weighing ``best``
+    hi = lo.copy()  # highest class weighing ``best``
+    for k in classes[1:]:
+        w = weight(labels == k)
+        better = w > best + eps
+        tied = ~better & (w >= best - eps)
+        lo[better] = k
+        hi[better | tied] = k
+        best = np.where(better, w, best)
+    even = np.indices(best.shape).sum(axis=0) % 2 == 0
+    out = np.where(even, lo, hi)
+    if np.any(labels < 0):
+        # 0.5 exactly: a lone labelled slice halved in resolution keeps its label.
+        out[weight(labels >= 0) < 0.5 - eps] = UNLABELLED
+    return out
 
 
 def resample_to_shape(arr: np.ndarray, shape: Sequence[int]) -> np.ndarray:
