@@ -9,8 +9,9 @@ enhancing) and their mean, for the same training budget on the CPU.
   :func:`~napari_medseg.core.pipeline.prepare_case` (crop to the brain, found
   as the voxels differing from the constant value these z-scored volumes hold
   outside it; percentile normalisation inside the brain; resampling to 2 mm:
-  a 48^3 patch spans 96 mm, and reference labels down- then up-sampled keep a
-  whole-tumour Dice of 0.99 -- at 3 mm, 0.98, but enhancing tumour is lost) ->
+  a 48^3 patch spans 96 mm, and pat0004's reference labels taken to 2 mm and
+  back keep a whole-tumour Dice of 0.98 -- at 3 mm, 0.97, but enhancing tumour
+  is lost; ``brats_boundary.py`` prints these for every case) ->
   :func:`~napari_medseg.core.engine.fit` (time budget = ``--minutes``) ->
   :func:`~napari_medseg.core.pipeline.segment` (back onto the 1 mm grid,
   background outside the brain). 3D UNet, 16-128 channels over 4 levels,
@@ -167,9 +168,20 @@ def make_clock(kind: str) -> Callable[[], float]:
     return lambda: time.process_time() / THREADS
 
 
+def save_prediction(folder: Path | None, method: str, seed: int, labels: np.ndarray,
+                    test: Volume) -> None:
+    """Write predicted label values as ``<folder>/<method>_seed<seed>.nii.gz`` on the test grid."""
+    if folder is None:
+        return
+    from napari_medseg.core import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    io.write_nifti(folder / f"{method}_seed{seed}.nii.gz", labels.astype(np.int16), test.affine)
+
+
 def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float,
              recipe: OursRecipe, log: Callable[[str], None],
-             clock: Callable[[], float] = time.perf_counter) -> Score:
+             clock: Callable[[], float] = time.perf_counter, save: Path | None = None) -> Score:
     """prepare_case -> fit (time budget) -> segment, through the public API."""
     from napari_medseg.core.config import ModelConfig, TrainConfig
     from napari_medseg.core.data import LabelMapping
@@ -213,6 +225,7 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
     seg = run(segment(res.checkpoint, test.channels, test.spacing, model=res.model, device="cpu"))
     infer_s = time.perf_counter() - t0
     wt, per = score(seg.labels, test.labels)
+    save_prediction(save, "ours", seed, seg.labels, test)
     return Score("ours", seed, wt, per, train_s, res.steps, infer_s, prep_s,
                  extra={"fit_s": fit_s, "train_wall_s": fit_s, "pred_voxels": _counts(seg.labels), "recipe": {**recipe.__dict__, "patch": list(recipe.patch)},
                         "train_dice": res.best_dice})
@@ -223,7 +236,7 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
 
 def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float,
               clock: Callable[[], float] = time.perf_counter,
-              log: Callable[[str], None]) -> Score:
+              log: Callable[[str], None], save: Path | None = None) -> Score:
     """A plain MONAI recipe with the same budget: 64^3 pos/neg crops at 1 mm, UNet, DiceCE."""
     import torch
     from monai.data import CacheDataset, DataLoader
@@ -302,6 +315,7 @@ def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: floa
     pred = logits[0].argmax(0).numpy().astype(np.int16)
     infer_s = time.perf_counter() - t0
     wt, per = score(pred, test.labels)
+    save_prediction(save, "monai", seed, pred, test)
     return Score("monai", seed, wt, per, train_s, steps, infer_s, prep_s,
                  extra={"pred_voxels": _counts(pred), "train_wall_s": train_wall_s})
 
@@ -366,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "none"))
     g.add_argument("--no-crop", dest="crop", action="store_false",
                    help="train on the whole volume, not the brain's bounding box")
+    p.add_argument("--save-pred", type=Path, default=None, metavar="DIR",
+                   help="write each run's predicted labels for the test case as "
+                        "DIR/<method>_seed<S>.nii.gz (for benchmarks/brats_boundary.py)")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="what the budget counts: process CPU time / threads, or wall-clock")
     args = p.parse_args(argv)
@@ -403,11 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in args.seeds:
         if args.only in ("ours", "both"):
             scores.append(run_ours(train, test, seed=seed, minutes=args.minutes, recipe=recipe,
-                                   log=log, clock=clock))
+                                   log=log, clock=clock, save=args.save_pred))
             log(scores[-1].line())
         if args.only in ("monai", "both"):
             scores.append(run_monai(train, test, seed=seed, minutes=args.minutes, log=log,
-                                    clock=clock))
+                                    clock=clock, save=args.save_pred))
             log(scores[-1].line())
     for row in summary(scores):
         log(row)
