@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from fewlabel_brats import DATA, TEST, TRAIN, Volume, load_volume
+from fewlabel_brats import CASES, DATA, TEST, Volume, load_volume
 
 REGIONS = ("shell", "ring", "normal")
 
@@ -114,20 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--spacing", type=float, nargs="+", default=[2.0],
                    help="training spacings (mm) to take the labels through")
     p.add_argument("--pred", type=Path, nargs="*", default=[],
-                   help=f"predicted label files of {TEST} (fewlabel_brats.py --save-pred)")
+                   help="predicted label files of the test case (fewlabel_brats.py --save-pred)")
+    p.add_argument("--test", choices=CASES, default=TEST, help="the case --pred predicts")
     args = p.parse_args(argv)
-    names = (*TRAIN, TEST)
-    if not all((DATA / n / "labels.nii.gz").exists() for n in names):
+    if not all((DATA / n / "labels.nii.gz").exists() for n in CASES):
         print(f"BraTS 2013 data not found at {DATA}; this diagnostic reads ../shared/data in "
               "place and cannot run without it.", file=sys.stderr)
         return 2
 
     print("labels through the training grid and back: whole-tumour Dice (vote / nearest)")
-    vols = {n: load_volume(n) for n in names}
+    vols = {n: load_volume(n) for n in CASES}
     for n, vol in vols.items():
         cells = [f"{sp:g} mm {through_grid(vol, sp, 'vote'):.3f} / "
                  f"{through_grid(vol, sp, 'nearest'):.3f}" for sp in args.spacing]
-        print(f"  {n}{' (test)' if n == TEST else ''}: " + "; ".join(cells))
+        print(f"  {n}{' (test)' if n == args.test else ''}: " + "; ".join(cells))
 
     print("median FLAIR where each annotator drew the whole tumour's boundary "
           "(shell: its outer 2 mm; ring: 2 mm of brain outside; normal: brain > 10 mm away)")
@@ -137,11 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         masks = regions(vol)
         cells = [f"{scale}: " + " ".join(f"{r} {np.nanmedian(v[masks[r]]):5.2f}" for r in REGIONS)
                  for scale, v in flair.items()]
-        print(f"  {n}{' (test)' if n == TEST else ''}: " + " | ".join(cells))
-        if n == TEST:
+        print(f"  {n}{' (test)' if n == args.test else ''}: " + " | ".join(cells))
+        if n == args.test:
             flair_test = flair
     for path in args.pred:
-        print("  " + describe_prediction(path, vols[TEST], flair_test))
+        print("  " + describe_prediction(path, vols[args.test], flair_test))
     return 0
 
 

@@ -63,8 +63,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "brats2013"
 RESULTS = ROOT / "benchmarks" / "results"
-TRAIN = ("pat0001", "pat0002", "pat0003")
-TEST = "pat0004"
+CASES = ("pat0001", "pat0002", "pat0003", "pat0004")
+TRAIN = CASES[:3]
+TEST = CASES[3]  # the split; --test holds out another case instead
 MODALITIES = ("flair", "t1c")
 TUMOUR_CLASSES = (1, 2, 3, 4)
 THREADS = 2
@@ -364,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--only", choices=("ours", "monai", "both"), default="both")
     p.add_argument("--quick", action="store_true", help="1 minute, seed 0: a smoke test")
+    p.add_argument("--test", choices=CASES, default=TEST,
+                   help="held-out case (default: the issue's split, pat0004); the other three "
+                        "train")
     p.add_argument("--json", type=Path, default=None,
                    help="results file (default benchmarks/results/fewlabel_brats_<time>.json)")
     g = p.add_argument_group("our recipe (defaults: the benchmarked one)")
@@ -389,8 +393,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.minutes, args.seeds = 1.0, [0]
 
-    if not all((DATA / n / "labels.nii.gz").exists() for n in (*TRAIN, TEST)):
-        print(f"BraTS 2013 data not found at {DATA} (expected {', '.join((*TRAIN, TEST))} with "
+    train_names = tuple(n for n in CASES if n != args.test)
+    if not all((DATA / n / "labels.nii.gz").exists() for n in CASES):
+        print(f"BraTS 2013 data not found at {DATA} (expected {', '.join(CASES)} with "
               f"{', '.join(MODALITIES)}, labels); this benchmark reads ../shared/data in place "
               "and cannot run without it.", file=sys.stderr)
         return 2
@@ -407,13 +412,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    log(f"few-label BraTS: train {', '.join(TRAIN)} -> test {TEST}; {args.minutes:g} min "
+    log(f"few-label BraTS: train {', '.join(train_names)} -> test {args.test}; "
+        f"{args.minutes:g} min "
         f"training ({args.clock} clock) per run, seeds {args.seeds}, "
         f"{torch.get_num_threads()} threads, "
         f"torch {torch.__version__}")
     t0 = time.perf_counter()
-    train = [load_volume(n) for n in TRAIN]
-    test = load_volume(TEST)
+    train = [load_volume(n) for n in train_names]
+    test = load_volume(args.test)
     log(f"read {len(train) + 1} cases in {time.perf_counter() - t0:.1f}s")
 
     scores: list[Score] = []
@@ -432,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.json or RESULTS / f"fewlabel_brats_{time.strftime('%Y%m%d_%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "train": list(TRAIN), "test": TEST, "minutes": args.minutes, "threads": THREADS,
+        "train": list(train_names), "test": args.test, "minutes": args.minutes, "threads": THREADS,
         "clock": args.clock,
         "torch": torch.__version__, "python": platform.python_version(),
         "argv": list(sys.argv[1:] if argv is None else argv),
