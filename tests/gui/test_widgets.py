@@ -204,6 +204,101 @@ def test_intensity_setting_reaches_the_training_config(make_napari_viewer, small
     assert w._configs(inp, continue_from=None)[1].intensity_norm == "none"
 
 
+def test_loss_decision_and_spacing_reach_the_training_config(make_napari_viewer, small):
+    w = _train_widget(_viewer(make_napari_viewer, small))
+    assert tuple(small.spacing) == (1.0, 1.0, 1.5)
+    inp = w.collect_inputs()
+    tc = w._configs(inp, continue_from=None)[1]
+    assert (tc.loss, tc.decision, tc.spacing) == ("dice_ce", "argmax", None)  # the defaults
+    assert w.spacing_edit.text() == ""
+    w.loss_combo.setCurrentText("dice_ce_fg")
+    w.decision_combo.setCurrentText("foreground")
+    # 2D model on slices along axis 2: typed values are in-plane, axis 2 keeps its 1.5 mm
+    w.spacing_edit.setText("2")
+    tc = w._configs(inp, continue_from=None)[1]
+    assert (tc.loss, tc.decision, tc.spacing) == ("dice_ce_fg", "foreground", (2.0, 2.0, 1.5))
+    w.spacing_edit.setText("0.5, 2")
+    assert w._configs(inp, continue_from=None)[1].spacing == (0.5, 2.0, 1.5)
+    w.axis_combo.setCurrentIndex(0)  # slices along axis 0 (1 mm): values go to axes 1 and 2
+    inp0 = w.collect_inputs()
+    tc = w._configs(inp0, continue_from=None)[1]
+    assert (tc.slice_axis, tc.spacing) == (0, (1.0, 0.5, 2.0))
+    w.dims_combo.setCurrentText("3D")  # a 3D model: one value per axis of the volume
+    w.spacing_edit.setText("1.25")
+    assert w._configs(inp0, continue_from=None)[1].spacing == (1.25, 1.25, 1.25)
+    w.spacing_edit.setText("1 1 3")
+    assert w._configs(inp0, continue_from=None)[1].spacing == (1.0, 1.0, 3.0)
+    w.spacing_edit.setText("  ")
+    assert w._configs(inp0, continue_from=None)[1].spacing is None
+
+
+@pytest.mark.parametrize(("dims", "text", "reason"), [
+    ("2D", "abc", "is not a list of numbers"),
+    ("2D", "1 nan", "is not a list of numbers"),
+    ("2D", "0", "has a value <= 0"),
+    ("2D", "1 -2", "has a value <= 0"),
+    ("2D", "1 1 1", "has 3 values"),
+    ("3D", "1 1", "has 2 values"),
+])
+def test_bad_spacing_is_refused_with_a_clear_message(make_napari_viewer, small, dims, text,
+                                                     reason):
+    w = _train_widget(_viewer(make_napari_viewer, small))
+    w.dims_combo.setCurrentText(dims)
+    w.spacing_edit.setText(text)
+    assert not w.start_training()
+    msg = w.status.text()
+    assert f"Spacing '{text}' {reason}" in msg, msg
+    assert "layers' own spacing (1 x 1 x 1.5 mm)" in msg, msg
+    if dims == "2D":
+        assert "in-plane axes" in msg and "axis 2, which keeps its own 1.5 mm" in msg, msg
+    else:
+        assert "1 value (isotropic) or 3, one per axis" in msg, msg
+    assert not w.runner.busy and w.train_btn.isEnabled()
+
+
+def test_continuing_keeps_the_models_own_settings(make_napari_viewer, small):
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.models import build_model
+    from napari_medseg.gui.model_store import StoredModel
+
+    w = _train_widget(_viewer(make_napari_viewer, small))
+    mc = ModelConfig(spatial_dims=2, in_channels=2, out_channels=5, base_width=4, depth=2)
+    own = TrainConfig(patch_size=(16, 16), loss="dice", decision="argmax", spacing=None,
+                      intensity_norm="zscore")
+    ck = Checkpoint(mc, own, LabelMapping((0, 1, 2, 3, 4)), (), None,
+                    build_model(mc).state_dict())
+    # the form says otherwise, even with a spacing a new model would refuse
+    w.loss_combo.setCurrentText("dice_ce_fg")
+    w.decision_combo.setCurrentText("foreground")
+    w.norm_combo.setCurrentText("none")
+    w.spacing_edit.setText("not a spacing")
+    tc = w._configs(w.collect_inputs(), continue_from=StoredModel("m", ck))[1]
+    assert (tc.loss, tc.decision, tc.spacing, tc.intensity_norm, tc.patch_size) == \
+        ("dice", "argmax", None, "zscore", (16, 16))
+    assert w.spacing_edit.text() == "not a spacing"  # left as typed, for the next new model
+
+
+def test_train_with_foreground_loss_decision_and_spacing(make_napari_viewer, qtbot, small):
+    w = _train_widget(_viewer(make_napari_viewer, small), epochs=2, steps=4)
+    w.loss_combo.setCurrentText("dice_ce_fg")
+    w.decision_combo.setCurrentText("foreground")
+    w.spacing_edit.setText("2")  # 32x32 slices of 1 mm become 16x16
+    w.patch_edit.setText("16 16")
+    assert w.start_training(), w.status.text()
+    assert "at 2x2x1.5 mm" in w.status.text()
+    qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=60000)
+    res = w.last_result
+    assert not res.stopped and "best validation Dice" in w.status.text(), w.status.text()
+    assert res.best_dice is not None and 0.0 < res.best_dice <= 1.0
+    ck = w.current.checkpoint
+    assert (ck.train_config.loss, ck.train_config.decision) == ("dice_ce_fg", "foreground")
+    assert ck.spacing == (2.0, 2.0, 1.5) and ck.train_config.spacing == (2.0, 2.0, 1.5)
+    assert "trained at 2x2x1.5 mm" in w.model_label.text()
+    assert "decision foreground" in w.model_label.toolTip()
+
+
 def test_clear_messages_for_bad_inputs(make_napari_viewer, small):
     import torch
 

@@ -2,13 +2,15 @@
 
 User labels become a sparse training target (:func:`sparse_target`: slices with no
 label at all are ignored), the labelled amount is summarised (:class:`LabelStats`),
-and patch size and depth default from the data (:func:`default_patch`,
-:func:`default_depth`). numpy only: no Qt here.
+patch size and depth default from the data (:func:`default_patch`,
+:func:`default_depth`), and the typed patch and spacing are checked (:func:`parse_patch`,
+:func:`parse_spacing`). numpy only: no Qt here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,3 +132,69 @@ def parse_patch(text: str, dims: int, example: int) -> tuple[int, ...]:
         raise InputError(f"Patch '{text}' should be {dims} sizes >= 4, "
                          f"e.g. {' '.join([str(example)] * dims)}.")
     return patch
+
+
+def parse_spacing(text: str, dims: int, native: Sequence[float],
+                  axis: int | None) -> tuple[float, ...] | None:
+    """The voxel size to train at, typed in a widget ("", "1", "1 1" or "1, 1, 2" mm).
+
+    Parameters
+    ----------
+    text : str
+        Blank for the layers' own spacing, one value (the same on every model axis) or one
+        value per spatial axis of the model.
+    dims : int
+        The model's spatial dimensions, 2 or 3.
+    native : sequence of float
+        The layers' own spacing (mm), one value per axis of the data (2 or 3).
+    axis : int or None
+        The slice axis when a 2D model trains on slices of a 3D volume (None: axis 2, as
+        ``TrainConfig.slice_axis`` defaults).
+
+    Returns
+    -------
+    tuple of float or None
+        None for blank text (``TrainConfig.spacing=None``: no resampling); else one value
+        per axis of the data, as ``TrainConfig.spacing`` expects. A 2D model on a 3D volume
+        takes the typed values on its two in-plane axes and keeps the volume's own spacing
+        on the slice axis: resampling across slices would not change what the 2D model sees
+        but would blend sparsely labelled slices with unlabelled ones (and the labels
+        vanish where labelled voxels weigh less than half).
+
+    Raises
+    ------
+    InputError
+        Text that is not numbers, a value <= 0, or the wrong number of values; the message
+        says what is expected, with the layers' own spacing.
+    """
+    if not text.strip():
+        return None
+    nd = len(native)
+    slice_axis = (2 if axis is None else axis) if dims == 2 and nd == 3 else None
+    if slice_axis is None:
+        expect = f"1 value (isotropic) or {dims}, one per axis"
+    else:
+        expect = (f"1 value or 2 for the in-plane axes (a 2D model trains on slices along "
+                  f"axis {slice_axis}, which keeps its own {native[slice_axis]:g} mm)")
+    try:
+        values = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values):
+        reason = "is not a list of numbers"
+    elif len(values) not in (1, dims):
+        reason = f"has {len(values)} values"
+    elif min(values) <= 0:
+        reason = "has a value <= 0"
+    else:
+        reason = ""
+    if reason:
+        own = " x ".join(f"{s:g}" for s in native)
+        raise InputError(f"Spacing '{text}' {reason}: leave it blank to train at the layers' "
+                         f"own spacing ({own} mm), or give {expect}, in mm > 0, e.g. "
+                         f"{' '.join(['1'] * dims)}.")
+    if len(values) == 1:
+        values = values * dims
+    if slice_axis is not None:
+        values = (*values[:slice_axis], float(native[slice_axis]), *values[slice_axis:])
+    return values

@@ -94,11 +94,36 @@ class TrainControls(MedsegWidget):
         self.patch_edit = QLineEdit()
         self.patch_edit.setToolTip("Patch size in voxels, one value per axis (e.g. 128 128).")
         f2.addRow("Patch", self.patch_edit)
+        self.spacing_edit = QLineEdit()
+        self.spacing_edit.setPlaceholderText("blank: the layers' own spacing")
+        self.spacing_edit.setToolTip(
+            "Voxel size to train at, in mm; images and labels are resampled to it, and "
+            "predictions to it and back. Blank: the layers' own spacing, no resampling. "
+            "Otherwise one value (the same on every axis) or one per axis of the model: "
+            "3 for a 3D model; 2 for a 2D model, the in-plane axes (on a 3D volume the slice "
+            "axis keeps its own spacing, so sparsely labelled slices stay as painted). The "
+            "patch is counted in voxels at this spacing.")
+        f2.addRow("Spacing (mm)", self.spacing_edit)
         self.width_spin = spin_box(4, 128, 16)
         f2.addRow("Width", self.width_spin)
         self.loss_combo = QComboBox()
-        self.loss_combo.addItems(["dice_ce", "dice", "ce"])
+        self.loss_combo.addItems(["dice_ce", "dice_ce_fg", "dice", "ce"])
+        self.loss_combo.setToolTip(
+            "dice_ce: Dice + cross-entropy, the usual choice. dice_ce_fg: adds a Dice of all "
+            "foreground classes together; use it when the classes are parts of one structure "
+            "(e.g. tumour compartments: necrosis, oedema, enhancing), so the whole is learnt "
+            "even where its parts are uncertain. dice, ce: either term alone.")
         f2.addRow("Loss", self.loss_combo)
+        self.decision_combo = QComboBox()
+        self.decision_combo.addItems(["argmax", "foreground"])
+        self.decision_combo.setToolTip(
+            "How probabilities become labels, in validation and prediction. argmax: the most "
+            "probable class. foreground: foreground first (a voxel is foreground when the "
+            "foreground classes together pass 0.5), then the most probable foreground class; "
+            "for classes that are parts of one structure (e.g. tumour sub-regions), where "
+            "argmax loses voxels that are surely the structure but not surely one part. "
+            "Both agree with one foreground class.")
+        f2.addRow("Decision", self.decision_combo)
         self.norm_combo = QComboBox()
         self.norm_combo.addItems(["percentile", "zscore", "none"])
         self.norm_combo.setToolTip("Per-channel intensity normalisation inside the body: z-score "

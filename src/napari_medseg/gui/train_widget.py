@@ -29,6 +29,7 @@ from napari_medseg.gui.train_inputs import (
     default_depth,
     label_stats,
     parse_patch,
+    parse_spacing,
     sparse_target,
 )
 from napari_medseg.gui.train_ui import TrainControls
@@ -135,6 +136,9 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
                                  f"knows {list(mapping.values)}); press Train for a new model.")
             if mc.spatial_dims == 3 and nd != 3:
                 raise InputError("The current model is 3D; these layers are 2D.")
+            # A warm start keeps what the weights were trained for (patch, loss, decision,
+            # spacing, intensities): the form's settings are for a new model, so they are
+            # neither read nor checked here; only the budget and the device change.
             tc = dataclasses.replace(ck.train_config, epochs=epochs, minutes=minutes, device=device,
                                      steps_per_epoch=self.steps_spin.value(),
                                      seed=ck.train_config.seed + 1,
@@ -145,12 +149,15 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         if dims == 3 and nd != 3:
             raise InputError("A 3D model needs 3D layers; these are 2D. Choose Model: 2D.")
         patch = parse_patch(self.patch_edit.text(), dims, 64)
+        spacing = parse_spacing(self.spacing_edit.text(), dims, inp.channels[0].spacing,
+                                inp.axis)
         mapping = LabelMapping.from_labels([inp.target])
         tc = TrainConfig(patch_size=patch, batch_size=self.batch_spin.value(),
                          loss=self.loss_combo.currentText(), epochs=epochs, minutes=minutes,
                          steps_per_epoch=self.steps_spin.value(), device=device,
                          slice_axis=inp.axis if inp.axis is not None else 2, lr=3e-3,
-                         intensity_norm=self.norm_combo.currentText())
+                         intensity_norm=self.norm_combo.currentText(), spacing=spacing,
+                         decision=self.decision_combo.currentText())
         mc = ModelConfig(spatial_dims=dims, in_channels=len(inp.channels),
                          out_channels=mapping.num_classes, base_width=self.width_spin.value(),
                          depth=default_depth(patch))
@@ -198,7 +205,8 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             return False
         what = "Continuing from the current model" if continue_ else "Training"
         limit = f"{tc.minutes:g} min" if tc.minutes else f"{tc.epochs} epochs"
-        self._say(f"{what}: {mc.spatial_dims}D UNet, patch {tuple(tc.patch_size)}, "
+        at = "" if tc.spacing is None else " at " + "x".join(f"{s:g}" for s in tc.spacing) + " mm"
+        self._say(f"{what}: {mc.spatial_dims}D UNet, patch {tuple(tc.patch_size)}{at}, "
                   f"{mapping.num_classes} classes, {limit} on {tc.device}…")
         self._set_running(True)
         return True
@@ -272,9 +280,12 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
     def _show_model(self, entry: StoredModel) -> None:
         ck = entry.checkpoint
         self.model_label.setText(f"{entry.name}: {ck.describe()}")
-        self.model_label.setToolTip(f"trained with patch {tuple(ck.train_config.patch_size)}, "
-                                    f"loss {ck.train_config.loss}, "
-                                    f"{len(ck.history)} validation(s)")
+        tc = ck.train_config
+        self.model_label.setToolTip(f"trained with patch {tuple(tc.patch_size)}, "
+                                    f"loss {tc.loss}, decision {tc.decision}, "
+                                    f"intensities {tc.intensity_norm}, "
+                                    f"{len(ck.history)} validation(s); Continue training "
+                                    "keeps these")
         self._set_running(self.runner.busy)
 
     # ------------------------------------------------------------ files
