@@ -241,6 +241,39 @@ def test_constant_nonzero_background_is_cropped_and_predicted_as_background():
     assert seg.labels.shape == img.shape
 
 
+def test_a_slice_is_resampled_with_the_in_plane_spacing_of_a_2d_model(monkeypatch):
+    """2D model trained on axis-0 slices at (5, 1, 2) mm: a slice is resampled to (1, 2) mm."""
+    from napari_medseg.core import pipeline
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.models import build_model
+
+    assert pipeline.model_spacing((5.0, 1.0, 2.0), 2, 0) == (1.0, 2.0)
+    assert pipeline.model_spacing((5.0, 1.0, 2.0), 2, 2) == (5.0, 1.0)
+    assert pipeline.model_spacing((5.0, 1.0, 2.0), 3, 0) == (5.0, 1.0, 2.0)
+    assert pipeline.model_spacing(None, 2, 0) is None
+    mc = ModelConfig(spatial_dims=2, in_channels=1, out_channels=2, base_width=4, depth=2)
+    model = build_model(mc)
+    ck = Checkpoint(model_config=mc,
+                    train_config=TrainConfig(patch_size=(16, 16), slice_axis=0,
+                                             spacing=(5.0, 1.0, 2.0), crop_foreground=False),
+                    mapping=LabelMapping((0, 1)), norms=(), spacing=(5.0, 1.0, 2.0),
+                    state_dict=model.state_dict())
+    seen = []
+    real = pipeline.prepare_input
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["target_spacing"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prepare_input", spy)
+    img = np.random.default_rng(0).normal(size=(40, 40)).astype(np.float32)
+    seg = run(pipeline.segment(ck, [img], (1.0, 1.0), model=model))
+    assert seen == [(1.0, 2.0)]
+    assert seg.labels.shape == img.shape
+
+
 def test_prepare_input_without_normalisation_only_crops():
     """norm 'none' (images already normalised, as the BraTS volumes are): values pass as they are."""
     img = _brats_like(0.5, 2.0)

@@ -200,6 +200,31 @@ class Segmentation:
     entropy: np.ndarray
 
 
+def model_spacing(spacing: Sequence[float] | None, ndim: int,
+                  slice_axis: int) -> tuple[float, ...] | None:
+    """The spacing to resample a ``ndim``-D image to for a model trained at ``spacing``.
+
+    A 2D model trained on slices of 3D volumes keeps one value per axis of those
+    volumes; a single 2D slice (a preview, or a 2D image) drops the slice axis's value
+    rather than the last one.
+
+    Parameters
+    ----------
+    spacing : sequence of float or None
+        The checkpoint's training spacing (None: the native grid).
+    ndim : int
+        Spatial dimensions of the image to segment.
+    slice_axis : int
+        The axis the 2D model's training slices were taken along.
+    """
+    if spacing is None:
+        return None
+    sp = tuple(float(s) for s in spacing)
+    if ndim == 2 and len(sp) == 3:
+        return tuple(s for i, s in enumerate(sp) if i != slice_axis)
+    return sp
+
+
 def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[float], *,
             model: torch.nn.Module | None = None, device: str | torch.device | None = None,
             batch_size: int = 4, channel_names: Sequence[str] | None = None,
@@ -230,7 +255,7 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     if mc.spatial_dims == 3 and nd_img != 3:
         raise ValueError(f"This is a 3D model; the image is {nd_img}D {np.shape(channels[0])}. "
                          "Use a 2D model for 2D images.")
-    target_sp = ckpt.spacing
+    target_sp = model_spacing(ckpt.spacing, nd_img, tc.slice_axis)
     prep = prepare_input(channels, spacing, method=tc.intensity_norm, target_spacing=target_sp,
                          crop_foreground=tc.crop_foreground, names=channel_names)
     dev = pick_device(device or tc.device)
