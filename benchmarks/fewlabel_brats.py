@@ -237,8 +237,15 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
 
 def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float,
               clock: Callable[[], float] = time.perf_counter,
-              log: Callable[[str], None], save: Path | None = None) -> Score:
-    """A plain MONAI recipe with the same budget: 64^3 pos/neg crops at 1 mm, UNet, DiceCE."""
+              log: Callable[[str], None], save: Path | None = None,
+              outside_zero: bool = False) -> Score:
+    """A plain MONAI recipe with the same budget: 64^3 pos/neg crops at 1 mm, UNet, DiceCE.
+
+    ``outside_zero``: set the constant these volumes hold outside the brain to 0
+    first (the value it has in the original BraTS release), so that
+    ``NormalizeIntensityd(nonzero=True)`` normalises inside the brain only; as
+    given, that constant is negative and the statistics include it.
+    """
     import torch
     from monai.data import CacheDataset, DataLoader
     from monai.inferers import sliding_window_inference
@@ -273,8 +280,15 @@ def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: floa
         RandScaleIntensityd(keys="image", factors=0.1, prob=1.0),
         RandShiftIntensityd(keys="image", offsets=0.1, prob=1.0),
     ]
-    items = [{"image": np.stack(v.channels), "label": v.labels[None].astype(np.float32)}
-             for v in train]
+    def image(v: Volume) -> np.ndarray:
+        img = np.stack(v.channels)
+        if outside_zero:
+            from napari_medseg.core.data import foreground_mask
+
+            img = np.where(foreground_mask(img)[None], img, np.float32(0))
+        return img
+
+    items = [{"image": image(v), "label": v.labels[None].astype(np.float32)} for v in train]
     t0 = time.perf_counter()
     ds = CacheDataset(items, Compose(deterministic + random_tf), cache_rate=1.0, num_workers=0,
                       progress=False)
@@ -309,7 +323,7 @@ def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: floa
     model.eval()
     t0 = time.perf_counter()
     img = NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True)(
-        {"image": torch.from_numpy(np.stack(test.channels))})["image"]
+        {"image": torch.from_numpy(image(test))})["image"]
     with torch.inference_mode():
         logits = sliding_window_inference(img[None].float(), patch, sw_batch_size=4, predictor=model,
                                           overlap=0.25)
@@ -384,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "none"))
     g.add_argument("--no-crop", dest="crop", action="store_false",
                    help="train on the whole volume, not the brain's bounding box")
+    p.add_argument("--monai-outside-zero", action="store_true",
+                   help="MONAI recipe: set the constant outside the brain to 0 (as in the "
+                        "original BraTS release) so that its normalisation ignores it")
     p.add_argument("--save-pred", type=Path, default=None, metavar="DIR",
                    help="write each run's predicted labels for the test case as "
                         "DIR/<method>_seed<S>.nii.gz (for benchmarks/brats_boundary.py)")
@@ -430,7 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(scores[-1].line())
         if args.only in ("monai", "both"):
             scores.append(run_monai(train, test, seed=seed, minutes=args.minutes, log=log,
-                                    clock=clock, save=args.save_pred))
+                                    clock=clock, save=args.save_pred,
+                                    outside_zero=args.monai_outside_zero))
             log(scores[-1].line())
     for row in summary(scores):
         log(row)
