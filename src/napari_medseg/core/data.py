@@ -274,8 +274,13 @@ def resample_labels(labels: np.ndarray, factors: Sequence[float]) -> np.ndarray:
         lo[better] = k
         hi[better | tied] = k
         best = np.where(better, w, best)
-    even = np.indices(best.shape).sum(axis=0) % 2 == 0
-    out = np.where(even, lo, hi)
+    # Parity of the index sum, one byte per voxel (np.indices would hold ndim int64 copies).
+    odd = np.zeros((1,) * best.ndim, np.uint8)
+    for ax, n in enumerate(best.shape):
+        shape = [1] * best.ndim
+        shape[ax] = n
+        odd = odd ^ (np.arange(n) % 2).astype(np.uint8).reshape(shape)
+    out = np.where(odd == 0, lo, hi)
     if np.any(labels < 0):
         # 0.5 exactly: a lone labelled slice halved in resolution keeps its label.
         out[weight(labels >= 0) < 0.5 - eps] = UNLABELLED
