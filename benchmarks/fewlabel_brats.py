@@ -64,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "brats2013"
 RESULTS = ROOT / "benchmarks" / "results"
 CASES = ("pat0001", "pat0002", "pat0003", "pat0004")
-TRAIN = CASES[:3]
 TEST = CASES[3]  # the split; --test holds out another case instead
 MODALITIES = ("flair", "t1c")
 TUMOUR_CLASSES = (1, 2, 3, 4)
