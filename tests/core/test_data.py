@@ -249,10 +249,11 @@ def test_a_slice_is_resampled_with_the_in_plane_spacing_of_a_2d_model(monkeypatc
     from napari_medseg.core.engine import run
     from napari_medseg.core.models import build_model
 
-    assert pipeline.model_spacing((5.0, 1.0, 2.0), 2, 0) == (1.0, 2.0)
-    assert pipeline.model_spacing((5.0, 1.0, 2.0), 2, 2) == (5.0, 1.0)
-    assert pipeline.model_spacing((5.0, 1.0, 2.0), 3, 0) == (5.0, 1.0, 2.0)
-    assert pipeline.model_spacing(None, 2, 0) is None
+    ms = pipeline.model_spacing
+    assert ms((5.0, 1.0, 2.0), (1.0, 1.0), model_dims=2, slice_axis=0) == (1.0, 2.0)
+    assert ms((5.0, 1.0, 2.0), (1.0, 1.0), model_dims=2, slice_axis=2) == (5.0, 1.0)
+    assert ms((5.0, 1.0, 2.0), (3.0, 1.0, 1.0), model_dims=3, slice_axis=0) == (5.0, 1.0, 2.0)
+    assert ms(None, (1.0, 1.0), model_dims=2, slice_axis=0) is None
     mc = ModelConfig(spatial_dims=2, in_channels=1, out_channels=2, base_width=4, depth=2)
     model = build_model(mc)
     ck = Checkpoint(model_config=mc,
@@ -272,6 +273,26 @@ def test_a_slice_is_resampled_with_the_in_plane_spacing_of_a_2d_model(monkeypatc
     seg = run(pipeline.segment(ck, [img], (1.0, 1.0), model=model))
     assert seen == [(1.0, 2.0)]
     assert seg.labels.shape == img.shape
+
+
+def test_a_2d_model_keeps_each_volume_s_own_slice_spacing():
+    """Trained on axis-0 slices at (5, 1, 2) mm (or the in-plane (1, 2)), a 2D model resamples a
+    3 mm-slice volume in plane only, in training and prediction: its slice count is unchanged."""
+    from napari_medseg.core import pipeline
+
+    ms = pipeline.model_spacing
+    assert ms((5.0, 1.0, 2.0), (3.0, 0.5, 0.5), model_dims=2, slice_axis=0) == (3.0, 1.0, 2.0)
+    assert ms((1.0, 2.0), (3.0, 0.5, 0.5), model_dims=2, slice_axis=0) == (3.0, 1.0, 2.0)
+    assert ms((1.0, 2.0), (0.5, 0.5, 3.0), model_dims=2, slice_axis=2) == (1.0, 2.0, 3.0)
+    img = np.random.default_rng(0).normal(size=(7, 20, 20)).astype(np.float32)
+    lab = np.zeros(img.shape, np.int16)
+    lab[:, 5:15, 5:15] = 1
+    tc = TrainConfig(patch_size=(8, 8), slice_axis=0, spacing=(5.0, 1.0, 1.0),
+                     crop_foreground=False)
+    case, prep = pipeline.prepare_case([img], lab, (3.0, 0.5, 0.5),
+                                       mapping=LabelMapping((0, 1)), config=tc)
+    assert case.image.shape[1:] == (7, 10, 10)
+    assert prep.spacing == (3.0, 1.0, 1.0)
 
 
 def test_prepare_input_without_normalisation_only_crops():

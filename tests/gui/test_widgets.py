@@ -287,7 +287,7 @@ def test_train_with_foreground_loss_decision_and_spacing(make_napari_viewer, qtb
     w.spacing_edit.setText("2")  # 32x32 slices of 1 mm become 16x16
     w.patch_edit.setText("16 16")
     assert w.start_training(), w.status.text()
-    assert "at 2x2x1.5 mm" in w.status.text()
+    assert "at 2x2 mm in plane" in w.status.text()
     qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=60000)
     res = w.last_result
     assert not res.stopped and "best validation Dice" in w.status.text(), w.status.text()
@@ -295,7 +295,7 @@ def test_train_with_foreground_loss_decision_and_spacing(make_napari_viewer, qtb
     ck = w.current.checkpoint
     assert (ck.train_config.loss, ck.train_config.decision) == ("dice_ce_fg", "foreground")
     assert ck.spacing == (2.0, 2.0, 1.5) and ck.train_config.spacing == (2.0, 2.0, 1.5)
-    assert "trained at 2x2x1.5 mm" in w.model_label.text()
+    assert "trained at 2x2 mm in plane" in w.model_label.text()
     assert "decision foreground" in w.model_label.toolTip()
 
 

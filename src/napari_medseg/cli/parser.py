@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     t.add_argument("--patch", type=int, nargs="+", help="patch size (one value or one per axis)")
-    t.add_argument("--spacing", type=float, nargs="+", help="train at this voxel size in mm")
+    t.add_argument("--spacing", type=float, nargs="+",
+                   help="train at this voxel size in mm (one value or one per axis; a 2D "
+                   "model resamples in plane only: each volume keeps its slice spacing)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--width", type=int, default=16, help="feature maps at the first level")
     t.add_argument("--depth", type=int, default=4, help="resolution levels")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,7 @@ class Checkpoint:
                 _describe_restoration(self.extra.get("restore", {}), self.history)
         if self.task != "segment":
             return f"{mc.spatial_dims}D {mc.arch} {self.task} model, {chans}"
-        sp = "native grid" if self.spacing is None else \
-            "x".join(f"{s:g}" for s in self.spacing) + " mm"
+        sp = replace(self.train_config, spacing=self.spacing).spacing_text()
         return (f"{mc.spatial_dims}D {mc.arch}, {chans}, "
                 f"label values {list(self.mapping.values)}, trained at {sp}")
 

@@ -228,3 +228,14 @@ class TrainConfig(_JsonMixin):
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}.")
+
+    def spacing_text(self) -> str:
+        """The training spacing in words: ``"2x2x1.5 mm"``, ``"native grid"``, or for a 2D
+        model on 3D volumes the in-plane values (each volume keeps its own slice spacing)."""
+        if self.spacing is None:
+            return "native grid"
+        sp = list(self.spacing)
+        if len(self.patch_size) == 2 and len(sp) == 3:
+            del sp[self.slice_axis]
+            return "x".join(f"{s:g}" for s in sp) + " mm in plane"
+        return "x".join(f"{s:g}" for s in sp) + " mm"

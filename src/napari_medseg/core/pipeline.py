@@ -91,8 +91,8 @@ def prepare_case(channels: Sequence[np.ndarray], label: np.ndarray, spacing: Seq
     """
     lab = _check_label(label, np.shape(channels[0]), name)  # before the costly normalisation
     prep = prepare_input(channels, spacing, method=config.intensity_norm,
-                         target_spacing=config.spacing, crop_foreground=config.crop_foreground,
-                         names=channel_names)
+                         target_spacing=_train_spacing(config, channels, spacing),
+                         crop_foreground=config.crop_foreground, names=channel_names)
     target = _target(lab, prep, mapping, name)
     return Case(prep.image, target, prep.spacing, name), prep
 
@@ -139,10 +139,22 @@ def prepare_rater_case(channels: Sequence[np.ndarray], raters: Sequence[np.ndarr
     shape = np.shape(channels[0])
     labs = [_check_label(r, shape, f"{name} ({nm})") for r, nm in zip(raters, names)]
     prep = prepare_input(channels, spacing, method=config.intensity_norm,
-                         target_spacing=config.spacing, crop_foreground=config.crop_foreground,
-                         names=channel_names)
+                         target_spacing=_train_spacing(config, channels, spacing),
+                         crop_foreground=config.crop_foreground, names=channel_names)
     stack = [_target(lab, prep, mapping, f"{name} ({nm})") for lab, nm in zip(labs, names)]
     return Case.from_raters(prep.image, stack, prep.spacing, name), prep
+
+
+def _spacing_of(channels: Sequence[np.ndarray], spacing: Sequence[float]) -> tuple[float, ...]:
+    """The image's spacing, one value per spatial axis (checked by :func:`prepare_input`)."""
+    return tuple(float(v) for v in spacing)[:np.ndim(channels[0])]
+
+
+def _train_spacing(config: TrainConfig, channels: Sequence[np.ndarray],
+                   spacing: Sequence[float]) -> tuple[float, ...] | None:
+    """The spacing a training case is resampled to (a 2D model's patch has 2 values)."""
+    return model_spacing(config.spacing, _spacing_of(channels, spacing),
+                         model_dims=len(config.patch_size), slice_axis=config.slice_axis)
 
 
 def _check_label(label: np.ndarray, shape: Sequence[int], name: str) -> np.ndarray:
@@ -200,29 +212,45 @@ class Segmentation:
     entropy: np.ndarray
 
 
-def model_spacing(spacing: Sequence[float] | None, ndim: int,
-                  slice_axis: int) -> tuple[float, ...] | None:
-    """The spacing to resample a ``ndim``-D image to for a model trained at ``spacing``.
+def model_spacing(spacing: Sequence[float] | None, image_spacing: Sequence[float], *,
+                  model_dims: int, slice_axis: int) -> tuple[float, ...] | None:
+    """The spacing to resample an image to, for a model trained at ``spacing``.
 
-    A 2D model trained on slices of 3D volumes keeps one value per axis of those
-    volumes; a single 2D slice (a preview, or a 2D image) drops the slice axis's value
-    rather than the last one.
+    A 2D model never resamples along the slice axis of a 3D volume: it sees one
+    slice at a time, so the volume keeps its own slice spacing (resampling across
+    slices and back would only blur the labels and cost time). A single 2D slice
+    (a preview, or a 2D image) seen by a 2D model trained on slices of 3D volumes
+    drops the slice axis's value rather than the last one.
 
     Parameters
     ----------
     spacing : sequence of float or None
-        The checkpoint's training spacing (None: the native grid).
-    ndim : int
-        Spatial dimensions of the image to segment.
+        The training spacing (``TrainConfig.spacing``; None: the native grid). For a
+        2D model on 3D volumes, 3 values (the slice axis's is ignored) or the 2
+        in-plane ones.
+    image_spacing : sequence of float
+        The image's own spacing, one value per spatial axis.
+    model_dims : int
+        The model's ``spatial_dims``.
     slice_axis : int
-        The axis the 2D model's training slices were taken along.
+        The axis a 2D model's slices are taken along, in 3D volumes.
+
+    Returns
+    -------
+    tuple of float or None
+        One value per axis of the image, or None for the native grid.
     """
     if spacing is None:
         return None
-    sp = tuple(float(s) for s in spacing)
-    if ndim == 2 and len(sp) == 3:
-        return tuple(s for i, s in enumerate(sp) if i != slice_axis)
-    return sp
+    sp = [float(s) for s in spacing]
+    own = [float(s) for s in image_spacing]
+    if model_dims == 2 and len(own) == 3:
+        if len(sp) == 2:
+            sp.insert(slice_axis, own[slice_axis])
+        sp[slice_axis] = own[slice_axis]
+    elif len(own) == 2 and len(sp) == 3:
+        del sp[slice_axis]
+    return tuple(sp)  # a length that still differs is reported by prepare_input
 
 
 def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[float], *,
@@ -255,7 +283,8 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     if mc.spatial_dims == 3 and nd_img != 3:
         raise ValueError(f"This is a 3D model; the image is {nd_img}D {np.shape(channels[0])}. "
                          "Use a 2D model for 2D images.")
-    target_sp = model_spacing(ckpt.spacing, nd_img, tc.slice_axis)
+    target_sp = model_spacing(ckpt.spacing, _spacing_of(channels, spacing),
+                              model_dims=mc.spatial_dims, slice_axis=tc.slice_axis)
     prep = prepare_input(channels, spacing, method=tc.intensity_norm, target_spacing=target_sp,
                          crop_foreground=tc.crop_foreground, names=channel_names)
     dev = pick_device(device or tc.device)

@@ -95,7 +95,7 @@ class TrainControls(MedsegWidget):
         self.patch_edit.setToolTip("Patch size in voxels, one value per axis (e.g. 128 128).")
         f2.addRow("Patch", self.patch_edit)
         self.spacing_edit = QLineEdit()
-        self.spacing_edit.setPlaceholderText("blank: the layers' own spacing")
+        self.spacing_edit.setPlaceholderText("blank: as loaded")
         self.spacing_edit.setToolTip(
             "Voxel size to train at, in mm; images and labels are resampled to it, and "
             "predictions to it and back. Blank: the layers' own spacing, no resampling. "

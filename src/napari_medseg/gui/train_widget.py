@@ -205,7 +205,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             return False
         what = "Continuing from the current model" if continue_ else "Training"
         limit = f"{tc.minutes:g} min" if tc.minutes else f"{tc.epochs} epochs"
-        at = "" if tc.spacing is None else " at " + "x".join(f"{s:g}" for s in tc.spacing) + " mm"
+        at = "" if tc.spacing is None else " at " + tc.spacing_text()
         self._say(f"{what}: {mc.spatial_dims}D UNet, patch {tuple(tc.patch_size)}{at}, "
                   f"{mapping.num_classes} classes, {limit} on {tc.device}…")
         self._set_running(True)
