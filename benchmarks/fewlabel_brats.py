@@ -313,7 +313,8 @@ def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: floa
             opt.step()
             steps += 1
             if steps % 50 == 0:
-                log(f"  monai step {steps}: loss {float(loss):.3f} ({time.perf_counter() - t0:.0f}s)")
+                log(f"  monai step {steps}: loss {float(loss.detach()):.3f} "
+                    f"({time.perf_counter() - t0:.0f}s)")
             if clock() - c0 >= budget:
                 done = True
                 break
