@@ -11,6 +11,7 @@ from napari_medseg.core.data import LabelMapping
 from napari_medseg.core.engine import run
 from napari_medseg.core.events import EpochDone, StepDone
 from napari_medseg.core.training_loop import (
+    VAL_SHARE,
     Validation,
     poly_lr,
     progress_fraction,
@@ -214,3 +215,42 @@ def test_start_epoch_runs_before_each_epoch():
     run(task.loop(Sched(epochs=3, steps_per_epoch=2), clock=lambda: 0.0,
                   start_epoch=lambda: starts.append(len(task.lrs))))
     assert starts == [0, 2, 4]
+
+
+def test_with_a_time_budget_validation_takes_at_most_its_share_of_the_time():
+    # Each clock reading moves 1 s; each validation 9 s more (10 s in all, with its reading).
+    now = [0.0]
+
+    def clock():
+        now[0] += 1.0
+        return now[0]
+
+    task = FakeTask(scores=(1.0,))
+    plain = task.validate
+
+    def slow_validate(epoch, step):
+        now[0] += 9.0
+        return plain(epoch, step)
+
+    task.validate = slow_validate
+    events = []
+    res = run(task.loop(Sched(epochs=None, minutes=10.0, steps_per_epoch=1), clock=clock),
+              events.append)
+    epochs = [e.epoch for e in events if isinstance(e, EpochDone)]
+    checked = [e for e in events if isinstance(e, Checked)]
+    # Without the rule every one of the ~170 epochs would validate, taking ~3/4 of the time.
+    assert len(epochs) > 150
+    assert checked[0].epoch == 1 and checked[-1].epoch == epochs[-1]  # first and last always
+    # Validations spent 10 s each; before each one after the first, the time spent
+    # validating, this one included, stayed within VAL_SHARE of the time so far.
+    starts = [h["elapsed_s"] - 10.0 for h in res.history]
+    assert all(10.0 * (k + 1) <= VAL_SHARE * t for k, t in enumerate(starts[1:-1], start=1))
+    assert 5 <= len(checked) <= 7  # at ~3, 200, 300, 400, 500 s and the end (600 s)
+    assert res.history[-1]["elapsed_s"] >= 600.0
+
+
+def test_without_a_time_budget_every_epoch_validates():
+    task = FakeTask()
+    events = []
+    run(task.loop(Sched(epochs=4, steps_per_epoch=1), clock=ticking(50.0)), events.append)
+    assert [e.epoch for e in events if isinstance(e, Checked)] == [1, 2, 3, 4]

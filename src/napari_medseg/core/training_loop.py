@@ -26,14 +26,18 @@ import torch
 from napari_medseg.core.checkpoint import Checkpoint, save_checkpoint
 from napari_medseg.core.events import EpochDone, StepDone
 
-__all__ = ["LoopResult", "Schedule", "Validation", "cpu_state", "optimiser_step", "poly_lr",
-           "progress_fraction", "train_loop"]
+__all__ = ["VAL_SHARE", "LoopResult", "Schedule", "Validation", "cpu_state", "optimiser_step",
+           "poly_lr", "progress_fraction", "train_loop"]
 
 E = TypeVar("E")
 StateDict = dict[str, torch.Tensor]
 
 # StepDone's loss is a running mean over this many steps: one batch is too noisy to read.
 RUNNING_STEPS = 20
+
+#: With a time budget, validation may use at most this share of the time spent so far:
+#: a few large volumes can take as long to validate as hundreds of steps take to train.
+VAL_SHARE = 0.1
 
 
 class Schedule(Protocol):
@@ -172,8 +176,12 @@ def train_loop(
     Each step sets the learning rate, runs ``train_step`` and yields a
     :class:`~napari_medseg.core.events.StepDone`; each epoch yields an
     :class:`~napari_medseg.core.events.EpochDone`, then validates and yields the
-    task's event. Closing the generator before anything was validated still
-    writes the current weights to ``checkpoint_path``.
+    task's event. With a time budget (``minutes``) an epoch's validation is
+    skipped when validating would bring the time spent validating above
+    :data:`VAL_SHARE` of the time spent so far (judged by the last validation's
+    duration); the first epoch and the last one are always validated. Closing
+    the generator before anything was validated still writes the current
+    weights to ``checkpoint_path``.
 
     Parameters
     ----------
@@ -198,7 +206,7 @@ def train_loop(
         Polled before every step; True stops training (the best weights are kept).
     clock : callable
         Seconds, for the ``minutes`` budget, the schedule and ETAs; read once at the
-        start, twice per step and three times per validated epoch.
+        start, twice per step, once per epoch and twice more per validated epoch.
     start_epoch : callable or None
         Called at the start of every epoch (e.g. to redraw the training patches).
     agree : callable
@@ -223,6 +231,8 @@ def train_loop(
     stopped = False
     step = 0
     running: deque[float] = deque(maxlen=RUNNING_STEPS)
+    val_spent = 0.0  # seconds spent validating so far
+    val_last: float | None = None  # the last validation's duration
     t0 = clock()
 
     def fraction(elapsed_s: float) -> float:
@@ -263,10 +273,16 @@ def train_loop(
             yield EpochDone(epoch, step, epoch_loss, elapsed, _eta(elapsed, fraction(elapsed)))
             if not is_main:  # the main process validates and saves; the others train on
                 continue
+            if (budget_s and not done and val_last is not None
+                    and val_spent + val_last > VAL_SHARE * elapsed):
+                continue
             val = validate(epoch, step)
+            after = clock() - t0
+            val_last = after - elapsed
+            val_spent += val_last
             improved = best is None or val.score >= best
             history.append({"epoch": epoch, "step": step, "loss": epoch_loss, **val.metrics,
-                            "elapsed_s": clock() - t0})
+                            "elapsed_s": after})
             if improved:
                 best = val.score
                 best_state = cpu_state(model)
