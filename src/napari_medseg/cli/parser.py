@@ -72,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, metavar="MODEL.pt")
     t.add_argument("--dims", type=int, choices=(2, 3))
     t.add_argument("--arch", choices=("unet", "encdec", "fcn"), default="unet")
-    t.add_argument("--loss", metavar="LOSS", help="segment: dice_ce (default), dice_ce_fg "
+    t.add_argument("--loss", metavar="LOSS", help="segment: dice_ce, dice_ce_fg "
                    "(plus a Dice of all foreground classes together: for parts of one structure, "
-                   "e.g. tumour sub-regions), dice, ce, bce; "
+                   "e.g. tumour sub-regions; the default with several foreground values, "
+                   "dice_ce with one), dice, ce, bce; "
                    "restore: a weighted sum of l1, mse, ssim, perceptual, adv, e.g. l1+ssim or "
                    "0.8*l1+0.2*ssim (default l1; mse for noise2void)")
     t.add_argument("--minutes", type=float)
@@ -82,20 +83,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps-per-epoch", type=int, default=50)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    t.add_argument("--patch", type=int, nargs="+", help="patch size (one value or one per axis)")
-    t.add_argument("--spacing", type=float, nargs="+",
-                   help="train at this voxel size in mm (one value or one per axis; a 2D "
-                   "model resamples in plane only: each volume keeps its slice spacing)")
+    t.add_argument("--patch", type=int, nargs="+", help="patch size (one value or one per "
+                   "axis; segment default 48^3 in 3D, 128^2 in 2D, smaller for smaller images)")
+    t.add_argument("--spacing", nargs="+", metavar="MM",
+                   help="segment: train at this voxel size in mm (one value or one per axis; a "
+                   "2D model resamples in plane only: each volume keeps its slice spacing); "
+                   "'native' keeps each volume's grid; 'auto' (the 3D default; 2D: native) "
+                   "takes the size at which the patch spans half of the body's longest side, "
+                   "never finer than the native grid (e.g. 1.8 mm for a brain, 48^3 patch)")
     t.add_argument("--batch-size", type=int)
     t.add_argument("--width", type=int, default=16, help="feature maps at the first level")
     t.add_argument("--depth", type=int, default=4, help="resolution levels")
     t.add_argument("--lr", type=float, help="learning rate (segment 2e-3, restore 1e-3)")
     t.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D: axis to slice 3D "
                    "volumes along (segment: 2; restore: the axis of the coarsest spacing)")
-    t.add_argument("--decision", choices=("argmax", "foreground"), default="argmax",
+    t.add_argument("--decision", choices=("argmax", "foreground"),
                    help="segment: how probabilities become labels (kept in the model): the most "
                    "probable class, or foreground first (foreground classes together > 0.5, "
-                   "then the likeliest of them)")
+                   "then the likeliest of them; the default with several foreground values)")
     t.add_argument("--norm", choices=("percentile", "zscore", "none"), default="percentile",
                    help="segment: per-channel intensity normalisation inside the body (kept in "
                    "the model): z-score after clipping to the 0.5-99.5th percentiles, plain "

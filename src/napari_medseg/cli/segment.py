@@ -32,9 +32,14 @@ from napari_medseg.core import io
 SEG_LOSS_NAMES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")  # config.SEG_LOSSES
 
 
+#: Default patch side: 3D (48^3, at the spacing :func:`~napari_medseg.core.plan.auto_spacing`
+#: picks for it) and 2D.
+PATCH_3D, PATCH_2D = 48, 128
+
+
 def _default_patch(shape: Sequence[int], dims: int) -> tuple[int, ...]:
-    """Largest power-of-two-friendly patch not bigger than the image (64^3 in 3D, 128^2 in 2D)."""
-    target = 64 if dims == 3 else 128
+    """Largest multiple-of-8 patch not bigger than the image, up to 48^3 in 3D or 128^2 in 2D."""
+    target = PATCH_3D if dims == 3 else PATCH_2D
     sizes = list(shape[-dims:]) if dims == 3 else sorted(shape, reverse=True)[:2]
     out = []
     for n in sizes:
@@ -49,8 +54,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for flag in ("target", "degrade", "mode", "perceptual_model"):
         if getattr(args, flag):
             raise CliError(f"--{flag.replace('_', '-')} is for restoration; add --task restore.")
-    args.loss = args.loss or "dice_ce"
-    if args.loss not in SEG_LOSS_NAMES:
+    if args.loss is not None and args.loss not in SEG_LOSS_NAMES:
         raise CliError(f"--loss {args.loss!r} is not a segmentation loss "
                        f"({', '.join(SEG_LOSS_NAMES)}); restoration losses such as 'l1+ssim' "
                        "need --task restore.")
@@ -79,13 +83,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.loss == "bce" and mapping.num_classes != 2:
         raise CliError(f"--loss bce needs one foreground value; labels have "
                        f"{list(mapping.values)}.")
-    shape = vols[0][0].data.shape
-    spacing = tuple(args.spacing) if args.spacing else None
-    if spacing is not None and len(spacing) == 1:
-        spacing = spacing * nd
-    patch = tuple(args.patch) if args.patch else _default_patch(shape, dims)
-    if len(patch) == 1:
-        patch = patch * dims
+    chosen: list[str] = []  # the defaults taken from the data, to print
+    several = mapping.num_classes > 2
+    if args.loss is None:
+        args.loss = "dice_ce_fg" if several else "dice_ce"
+        chosen.append(f"loss {args.loss}")
+    if args.decision is None:
+        args.decision = "foreground" if several else "argmax"
+        chosen.append(f"decision {args.decision}")
+    if several and chosen:
+        chosen[-1] += (f" ({mapping.num_classes - 1} foreground values, learnt and decided as "
+                       "parts of one structure; --loss dice_ce --decision argmax treats them "
+                       "apart)")
+    spacing, patch = _spacing_and_patch(args, vols, dims, chosen)
     tc = TrainConfig(patch_size=patch, batch_size=args.batch_size or (2 if dims == 3 else 8),
                      loss=args.loss,
                      epochs=args.epochs if args.epochs or not args.minutes else None,
@@ -103,6 +113,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if main_rank:
         print(f"{len(cases)} case(s), {mc.in_channels} channel(s), label values "
               f"{list(mapping.values)}, {dims}D {args.arch}, patch {patch}", flush=True)
+        if chosen:
+            print("from the data: " + "; ".join(chosen), flush=True)
         summary = rater_summary(groups, tc.raters)
         if summary:
             print(summary, flush=True)
@@ -114,6 +126,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = "n/a" if res.best_dice is None else f"{res.best_dice:.3f}"
     print(f"saved {args.out} ({res.steps} steps, best validation dice {best})")
     return 0
+
+
+def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volume]], dims: int,
+                       chosen: list[str]) -> tuple[tuple[float, ...] | None, tuple[int, ...]]:
+    """``--spacing`` (numbers, ``native`` or ``auto``) and ``--patch``, defaults filled in.
+
+    ``auto`` (the 3D default) is :func:`~napari_medseg.core.plan.auto_spacing` for the
+    patch; a default patch then fits the first case's body at the training spacing. The
+    body is that of each case's first channel (skull-stripped or not, it holds the
+    anatomy). What was filled in is appended to ``chosen``.
+    """
+    from napari_medseg.core.plan import auto_spacing, body_extent_mm
+
+    nd = vols[0][0].data.ndim
+    extents = [body_extent_mm(np.asarray(g[0].data)[None], g[0].spacing) for g in vols]
+    words = [str(w) for w in args.spacing] if args.spacing else [
+        "auto" if dims == 3 and nd == 3 else "native"]
+    spacing: tuple[float, ...] | None = None
+    patch = tuple(args.patch) * (dims if len(args.patch) == 1 else 1) if args.patch else None
+    if words == ["auto"]:
+        if dims != 3 or nd != 3:
+            raise CliError("--spacing auto is for 3D models on 3D images; give a size in mm or "
+                           "'native'.")
+        plan_patch = patch or (PATCH_3D,) * 3
+        spacing = auto_spacing(extents, [g[0].spacing for g in vols], plan_patch)
+        longest = float(np.median([max(e) for e in extents]))
+        mm = "native" if spacing is None else "x".join(f"{s:g}" for s in spacing) + " mm"
+        chosen.append(f"spacing {mm} (auto: the body's longest side is {longest:.0f} mm, "
+                      f"a {max(plan_patch)}-voxel patch spans half of it"
+                      + (" at the native size)" if spacing is None else ")"))
+    elif words != ["native"]:
+        try:
+            spacing = tuple(float(w) for w in words)
+        except ValueError:
+            raise CliError(f"--spacing {' '.join(words)}: give sizes in mm (one value or one "
+                           "per axis), 'native' or 'auto'.") from None
+        if len(spacing) == 1:
+            spacing = spacing * nd
+    if patch is None:
+        grid = spacing or vols[0][0].spacing
+        patch = _default_patch(tuple(max(1, round(e / s)) for e, s in zip(extents[0], grid)), dims)
+        chosen.append(f"patch {'x'.join(map(str, patch))}")
+    return spacing, patch
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
