@@ -156,6 +156,7 @@ class OursRecipe:
     lr: float = 2e-3
     loss: str = "dice_ce_fg"
     decision: str = "foreground"
+    threshold: float = 0.5
     augment: bool = True
     norm: str = "percentile"
     crop: bool = True
@@ -195,7 +196,7 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
         steps_per_epoch=1_000_000,  # validate once, at the end: every second goes to training
         seed=seed, device="cpu", fg_oversample=recipe.fg_oversample, augment=recipe.augment,
         intensity_norm=recipe.norm, spacing=(recipe.spacing,) * 3, crop_foreground=recipe.crop,
-        overlap=0.5, decision=recipe.decision,
+        overlap=0.5, decision=recipe.decision, threshold=recipe.threshold,
     )
     mapping = LabelMapping.from_labels([v.labels for v in train])
     mc = ModelConfig(arch="unet", spatial_dims=3, in_channels=len(MODALITIES),
@@ -226,6 +227,12 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
     infer_s = time.perf_counter() - t0
     wt, per = score(seg.labels, test.labels)
     save_prediction(save, "ours", seed, seg.labels, test)
+    if save is not None and seg.probabilities.shape[0] > 1:
+        # The tumour probability, to study the foreground-first threshold without retraining.
+        from napari_medseg.core import io
+
+        io.write_nifti(save / f"ours_seed{seed}_tumour_prob.nii.gz",
+                       (1.0 - seg.probabilities[0]).astype(np.float32), test.affine)
     return Score("ours", seed, wt, per, train_s, res.steps, infer_s, prep_s,
                  extra={"fit_s": fit_s, "train_wall_s": fit_s, "pred_voxels": _counts(seg.labels), "recipe": {**recipe.__dict__, "patch": list(recipe.patch)},
                         "train_dice": res.best_dice})
@@ -395,6 +402,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--lr", type=float, default=d.lr)
     g.add_argument("--loss", default=d.loss, choices=("dice_ce", "dice_ce_fg"))
     g.add_argument("--decision", default=d.decision, choices=("argmax", "foreground"))
+    g.add_argument("--threshold", type=float, default=d.threshold,
+                   help="foreground threshold of the foreground-first decision")
     g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "none"))
     g.add_argument("--no-crop", dest="crop", action="store_false",
                    help="train on the whole volume, not the brain's bounding box")
@@ -403,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "original BraTS release) so that its normalisation ignores it")
     p.add_argument("--save-pred", type=Path, default=None, metavar="DIR",
                    help="write each run's predicted labels for the test case as "
-                        "DIR/<method>_seed<S>.nii.gz (for benchmarks/brats_boundary.py)")
+                        "DIR/<method>_seed<S>.nii.gz (for benchmarks/brats_boundary.py), and "
+                        "ours' tumour probability as DIR/ours_seed<S>_tumour_prob.nii.gz")
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                    help="what the budget counts: process CPU time / threads, or wall-clock")
     args = p.parse_args(argv)
@@ -423,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     recipe = OursRecipe(spacing=args.spacing, patch=tuple(args.patch), batch_size=args.batch_size,
                         width=args.width, depth=args.depth, fg_oversample=args.fg_oversample,
                         lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm,
-                        crop=args.crop)
+                        crop=args.crop, threshold=args.threshold)
     clock = make_clock(args.clock)
 
     def log(msg: str) -> None:

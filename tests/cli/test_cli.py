@@ -151,8 +151,14 @@ def test_foreground_loss_and_decision_travel_with_the_model(tmp_path, nifti_case
         rc = cli.main(["predict", "--model", str(model), "--image", str(nifti_case["t1"]),
                        str(nifti_case["flair"]), "--out", str(outs[rule]), "--decision", rule])
         assert rc == 0, capsys.readouterr().err
+    low = tmp_path / "low.nii.gz"
+    rc = cli.main(["predict", "--model", str(model), "--image", str(nifti_case["t1"]),
+                   str(nifti_case["flair"]), "--out", str(low), "--threshold", "0.2"])
+    assert rc == 0, capsys.readouterr().err
     fg = io.read_volume(outs["foreground"]).data
     am = io.read_volume(outs["argmax"]).data
+    # a lower threshold outlines at least as much as the model's 0.5
+    assert ((io.read_volume(low).data > 0) >= (fg > 0)).all()
     # foreground first never labels fewer voxels as foreground than argmax
     assert (fg > 0).sum() >= (am > 0).sum()
     assert ((am > 0) & (fg == 0)).sum() == 0

@@ -60,13 +60,13 @@ class _Constant(torch.nn.Module):
         return self.logits.reshape(1, 3, *([1] * (x.ndim - 2))).expand(shape)
 
 
-def _labels(decision):
+def _labels(decision, threshold=0.5):
     from napari_medseg.core.engine import run
     from napari_medseg.core.inference import predict_volume
 
     image = np.zeros((1, 12, 10), np.float32)
     return run(predict_volume(_Constant(), image, spatial_dims=2, patch_size=(8, 8),
-                              decision=decision)).labels
+                              decision=decision, threshold=threshold)).labels
 
 
 def test_predict_volume_applies_the_rule():
@@ -74,6 +74,36 @@ def test_predict_volume_applies_the_rule():
     assert (_labels("foreground") == 1).all()
     with pytest.raises(ValueError, match="Unknown decision rule"):
         _labels("vote")
+
+
+def test_the_foreground_threshold_reaches_predict_volume_and_segment():
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    # the foreground classes together hold 0.6 everywhere
+    assert (_labels("foreground", threshold=0.55) == 1).all()
+    assert (_labels("foreground", threshold=0.65) == 0).all()
+    with pytest.raises(ValueError, match="strictly between"):
+        _labels("foreground", threshold=1.0)
+
+    ck = Checkpoint(model_config=ModelConfig(spatial_dims=2, in_channels=1, out_channels=3),
+                    train_config=TrainConfig(patch_size=(8, 8), decision="foreground",
+                                             threshold=0.65),
+                    mapping=LabelMapping((0, 1, 2)), norms=(), spacing=None, state_dict={},
+                    history=[])
+    image = [np.zeros((12, 10), np.float32)]
+
+    def seg(**kw):
+        return run(segment(ck, image, (1.0, 1.0), model=_Constant(), device="cpu", **kw)).labels
+
+    assert (seg() == 0).all()  # the model's own threshold, 0.65
+    assert (seg(threshold=0.5) == 1).all()  # overridden
+    with pytest.raises(ValueError, match="strictly between"):
+        seg(threshold=0.0)
+    assert ck.describe().endswith("foreground above 0.65")
 
 
 def test_train_config_carries_the_rule():
@@ -86,3 +116,9 @@ def test_train_config_carries_the_rule():
     assert TrainConfig.from_dict(old).decision == "argmax"
     with pytest.raises(ValueError, match="decision"):
         TrainConfig(patch_size=(8, 8), decision="vote")
+    tc = TrainConfig(patch_size=(8, 8), threshold=0.4)
+    assert TrainConfig.from_dict(tc.to_dict()).threshold == 0.4
+    del old["threshold"]
+    assert TrainConfig.from_dict(old).threshold == 0.5
+    with pytest.raises(ValueError, match="threshold must lie strictly between 0 and 1"):
+        TrainConfig(patch_size=(8, 8), threshold=1.5)

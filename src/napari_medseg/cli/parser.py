@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="segment: how probabilities become labels (kept in the model): the most "
                    "probable class, or foreground first (foreground classes together > 0.5, "
                    "then the likeliest of them; the default with several foreground values)")
+    t.add_argument("--threshold", type=float, default=0.5, help="segment: foreground "
+                   "probability above which a voxel is foreground (decision foreground, and "
+                   "bce), in (0, 1), kept in the model; lower outlines more generously")
     t.add_argument("--norm", choices=("percentile", "zscore", "none"), default="percentile",
                    help="segment: per-channel intensity normalisation inside the body (kept in "
                    "the model): z-score after clipping to the 0.5-99.5th percentiles, plain "
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tta", action="store_true", help="average over mirrored inputs")
     r.add_argument("--decision", choices=("argmax", "foreground"), help="override the model's "
                    "rule for turning probabilities into labels")
+    r.add_argument("--threshold", type=float, help="override the model's foreground threshold")
     r.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="Dice, HD95 and NSD of a prediction against a reference "

@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                      device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
                      val_fraction=args.val_fraction, decision=args.decision, raters=args.raters,
-                     intensity_norm=args.norm)
+                     intensity_norm=args.norm, threshold=args.threshold)
     out_ch = 1 if args.loss == "bce" else mapping.num_classes
     mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
                      out_channels=out_ch, base_width=args.width, depth=args.depth)
@@ -185,7 +185,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
                           channel_names=[str(v.path) for v in vols], tta=args.tta,
-                          decision=args.decision), show)
+                          decision=args.decision, threshold=args.threshold), show)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ref = vols[0]

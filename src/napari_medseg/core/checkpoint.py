@@ -88,9 +88,11 @@ class Checkpoint:
                 _describe_restoration(self.extra.get("restore", {}), self.history)
         if self.task != "segment":
             return f"{mc.spatial_dims}D {mc.arch} {self.task} model, {chans}"
-        sp = replace(self.train_config, spacing=self.spacing).spacing_text()
+        tc = self.train_config
+        sp = replace(tc, spacing=self.spacing).spacing_text()
+        thr = f", foreground above {tc.threshold:g}" if tc.threshold != 0.5 else ""
         return (f"{mc.spatial_dims}D {mc.arch}, {chans}, "
-                f"label values {list(self.mapping.values)}, trained at {sp}")
+                f"label values {list(self.mapping.values)}, trained at {sp}{thr}")
 
 
 _MODE_WORDS = {"pairs": "trained on noisy/clean pairs",

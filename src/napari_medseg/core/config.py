@@ -178,8 +178,14 @@ class TrainConfig(_JsonMixin):
     decision : {"argmax", "foreground"}
         How probabilities become labels at validation and prediction (see
         :mod:`napari_medseg.core.decision`): the most probable class, or foreground first
-        (foreground when the foreground classes together pass 0.5, then the most probable
-        of them) for classes that are parts of one structure, such as tumour sub-regions.
+        (foreground when the foreground classes together pass ``threshold``, then the most
+        probable of them) for classes that are parts of one structure, such as tumour
+        sub-regions.
+    threshold : float
+        Foreground probability above which a voxel is foreground, in (0, 1): for
+        ``decision="foreground"`` and for single-output (BCE) models. Below 0.5 outlines
+        more generously (Dice rewards that where boundaries are uncertain: for calibrated
+        probabilities the Dice-optimal threshold is about half the attainable Dice).
     raters : {"soft", "sample", "majority"}
         How to train on cases labelled by several raters (see
         :func:`napari_medseg.core.pipeline.prepare_rater_case`). ``soft``: per-class
@@ -211,6 +217,7 @@ class TrainConfig(_JsonMixin):
     overlap: float = 0.5
     raters: str = "soft"
     decision: str = "argmax"
+    threshold: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -226,6 +233,9 @@ class TrainConfig(_JsonMixin):
             raise ValueError(f"spacing must be 2 or 3 positive values in mm, got {self.spacing}.")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must lie strictly between 0 and 1, got "
+                             f"{self.threshold}.")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis must be 0, 1 or 2, got {self.slice_axis}.")
 

@@ -34,6 +34,13 @@ def check_rule(rule: str) -> str:
     return rule
 
 
+def check_threshold(threshold: float) -> float:
+    """Return ``threshold`` as a float if it lies strictly between 0 and 1, else raise."""
+    if not 0.0 < float(threshold) < 1.0:
+        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold!r}.")
+    return float(threshold)
+
+
 def decide(probabilities: npt.ArrayLike, *, rule: str = "argmax", threshold: float = 0.5
            ) -> np.ndarray:
     """Class index per voxel from ``(K, *spatial)`` probabilities.
@@ -60,8 +67,7 @@ def decide(probabilities: npt.ArrayLike, *, rule: str = "argmax", threshold: flo
         An unknown rule, a threshold outside (0, 1), or an array without a class axis.
     """
     check_rule(rule)
-    if not 0.0 < float(threshold) < 1.0:
-        raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold!r}.")
+    threshold = check_threshold(threshold)
     p = np.asarray(probabilities)
     if p.ndim < 2:
         raise ValueError(f"Expected (K, *spatial) probabilities, got shape {p.shape}.")

@@ -119,7 +119,8 @@ def validate(model: torch.nn.Module, cases: Sequence[Case], *, model_config: Mod
         gen = predict_volume(model, case.image, spatial_dims=model_config.spatial_dims,
                              patch_size=tuple(train_config.patch_size), overlap=min(train_config.overlap, 0.25),
                              batch_size=max(2, train_config.batch_size), slice_axis=train_config.slice_axis,
-                             device=device, decision=train_config.decision)
+                             device=device, decision=train_config.decision,
+                             threshold=train_config.threshold)
         try:
             while True:
                 next(gen)

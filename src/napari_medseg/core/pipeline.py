@@ -31,7 +31,7 @@ from napari_medseg.core.data import (
     resample_to_shape,
     zoom_factors,
 )
-from napari_medseg.core.decision import check_rule, decide
+from napari_medseg.core.decision import check_rule, check_threshold, decide
 from napari_medseg.core.events import Progress
 
 #: Voxels kept around the body when cropping, so context reaches the border.
@@ -256,7 +256,7 @@ def model_spacing(spacing: Sequence[float] | None, image_spacing: Sequence[float
 def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[float], *,
             model: torch.nn.Module | None = None, device: str | torch.device | None = None,
             batch_size: int = 4, channel_names: Sequence[str] | None = None,
-            tta: bool = False, decision: str | None = None
+            tta: bool = False, decision: str | None = None, threshold: float | None = None
             ) -> Generator[Progress, None, Segmentation]:
     """Segment an image with a trained checkpoint, yielding progress.
 
@@ -268,13 +268,15 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     :func:`~napari_medseg.core.data.foreground_mask`) -- is background
     (skull-stripped images are labelled inside the body). ``decision``
     (``"argmax"`` or ``"foreground"``, see :mod:`napari_medseg.core.decision`)
-    overrides the rule the model was trained with (``TrainConfig.decision``).
+    overrides the rule the model was trained with (``TrainConfig.decision``), and
+    ``threshold`` its foreground threshold (``TrainConfig.threshold``).
     """
     from napari_medseg.core.engine import pick_device
     from napari_medseg.core.inference import predict_volume
 
     mc, tc = ckpt.model_config, ckpt.train_config
     rule = check_rule(decision or tc.decision)
+    thr = check_threshold(tc.threshold if threshold is None else threshold)
     if len(channels) != mc.in_channels:
         raise ValueError(f"The model expects {mc.in_channels} channel(s)"
                          f"{' (' + ', '.join(ckpt.channel_names) + ')' if ckpt.channel_names else ''}"
@@ -305,7 +307,7 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
         if k > 1:
             probs[0, outside] = 1.0
     full[(slice(None), *prep.crop)] = probs
-    classes = decide(full, rule=rule)
+    classes = decide(full, rule=rule, threshold=thr)
     if k > 1:
         p = np.clip(full, 1e-7, 1.0)
         entropy = -(p * np.log(p)).sum(axis=0)

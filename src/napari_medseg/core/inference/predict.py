@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_medseg.core.decision import check_rule, decide
+from napari_medseg.core.decision import check_rule, check_threshold, decide
 from napari_medseg.core.events import Progress
 from napari_medseg.core.inference.sliding import (
     ArrayLike,
@@ -76,10 +76,10 @@ def _entropy(prob: torch.Tensor) -> torch.Tensor:
     return h.clamp_min(0.0)
 
 
-def _finish(prob: torch.Tensor, decision: str = "argmax") -> Prediction:
+def _finish(prob: torch.Tensor, decision: str = "argmax", threshold: float = 0.5) -> Prediction:
     k = prob.shape[0]
     probs = prob.numpy().astype(np.float32, copy=False)
-    labels = decide(probs, rule=decision)
+    labels = decide(probs, rule=decision, threshold=threshold)
     dtype = np.uint8 if k <= 256 else np.int32
     return Prediction(
         probabilities=probs,
@@ -102,6 +102,7 @@ def predict_volume(
     tta: bool = False,
     blend: Blend = "gaussian",
     decision: str = "argmax",
+    threshold: float = 0.5,
 ) -> Generator[Progress, None, Prediction]:
     """Segment an image with a model: probabilities, labels and uncertainty.
 
@@ -141,6 +142,9 @@ def predict_volume(
         Window weighting, see :func:`~napari_medseg.core.inference.sliding_window`.
     decision : {"argmax", "foreground"}
         How probabilities become labels, see :func:`napari_medseg.core.decision.decide`.
+    threshold : float
+        Foreground probability above which a voxel is foreground (``"foreground"`` rule and
+        single-output models).
 
     Yields
     ------
@@ -163,6 +167,7 @@ def predict_volume(
         count other than the image's.
     """
     check_rule(decision)  # before any work
+    check_threshold(threshold)
     if spatial_dims not in (2, 3):
         raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
     shape = tuple(image.shape)
@@ -273,4 +278,4 @@ def predict_volume(
             prob = prob.movedim(1, 1 + slice_axis).contiguous()
     finally:
         model.train(was_training)
-    return _finish(prob, decision)
+    return _finish(prob, decision, threshold)
