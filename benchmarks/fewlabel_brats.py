@@ -18,12 +18,15 @@ enhancing) and their mean, for the same training budget on the CPU.
   batch 2, half the patches centred on a tumour class, AdamW. Loss
   ``dice_ce_fg``: Dice + CE + a Dice of the whole tumour (all tumour classes
   together), and labels decided foreground first (``decision="foreground"``:
-  tumour where the tumour classes together pass 0.5, then the likeliest
+  tumour where the tumour classes together pass a threshold, then the likeliest
   sub-region) -- the sub-regions are parts of one tumour, and argmax lets
   background win wherever the model hesitates between them. On seed 0 (same
   machine load) each alone raised whole-tumour Dice from 0.885 to 0.904 (loss)
   and to 0.901 (decision), both 0.918; ``--loss dice_ce --decision argmax``
-  runs the earlier recipe.
+  runs the earlier recipe. The threshold is 0.4, not 0.5: chosen on the
+  three other folds (``brats_threshold.py``), as Dice
+  favours outlining uncertain boundaries generously; ``--threshold 0.5`` runs
+  the recipe without it.
 * **monai** is the recipe a MONAI user would write from the tutorials:
   channel-wise ``NormalizeIntensityd``, ``RandCropByPosNegLabeld`` 64^3 patches
   at the native 1 mm, flips and intensity jitter, ``monai.networks.nets.UNet``
@@ -156,7 +159,9 @@ class OursRecipe:
     lr: float = 2e-3
     loss: str = "dice_ce_fg"
     decision: str = "foreground"
-    threshold: float = 0.5
+    # Chosen by brats_threshold.py on the folds that hold out pat0001-3, before pat0004 was
+    # scored with it (0.40 over 0.30-0.50): mean whole-tumour Dice 0.857 vs 0.854 at 0.5.
+    threshold: float = 0.4
     augment: bool = True
     norm: str = "percentile"
     crop: bool = True
