@@ -140,11 +140,13 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
     from napari_medseg.core.plan import auto_spacing, body_extent_mm
 
     nd = vols[0][0].data.ndim
-    extents = [body_extent_mm(np.asarray(g[0].data)[None], g[0].spacing) for g in vols]
     words = [str(w) for w in args.spacing] if args.spacing else [
         "auto" if dims == 3 and nd == 3 else "native"]
     spacing: tuple[float, ...] | None = None
     patch = tuple(args.patch) * (dims if len(args.patch) == 1 else 1) if args.patch else None
+    # Only auto spacing and a default patch need the bodies (a mask of every volume).
+    extents = ([body_extent_mm(np.asarray(g[0].data)[None], g[0].spacing) for g in vols]
+               if words == ["auto"] or patch is None else [])
     if words == ["auto"]:
         if dims != 3 or nd != 3:
             raise CliError("--spacing auto is for 3D models on 3D images; give a size in mm or "
