@@ -35,6 +35,34 @@ def test_float_labels_map_and_unknown_value_errors():
         m.to_classes(np.array([0, 3]))
 
 
+def test_float_labels_stored_slightly_off_map_to_their_value():
+    # A scaled header can store 1 as 0.99999994; truncating it would make a class 0.
+    lab = np.array([0.0, 0.99999994, 2.0000002, -1.0], np.float32)
+    m = LabelMapping.from_labels([lab])
+    assert m.values == (0, 1, 2)
+    np.testing.assert_array_equal(m.to_classes(lab), [0, 1, 2, -1])
+
+
+@pytest.mark.parametrize(("labels", "kwargs", "said"), [
+    (np.array([0, 1, 2, 4, -1]), {}, None),
+    (np.array([0.0, 1.0, 0.9999999, -1.0], np.float32), {}, None),
+    (np.array([True, False]), {}, None),
+    (np.array([0.0, np.nan]), {}, "holds NaN or infinite values"),
+    (np.array([0.0, -np.inf]), {}, "holds NaN or infinite values"),
+    (np.array([0.0, 1.5]), {}, "not whole numbers (e.g. 1.5)"),
+    (np.array([0, -2]), {}, "holds the value -2"),
+    (np.array([0, -1]), {"allow_unlabelled": False}, "holds the value -1"),
+    (np.arange(256), {}, "holds 256 distinct values (at most 255 classes)"),
+    (np.arange(255), {}, None),
+    (np.array(["a", "b"]), {}, "not numbers"),
+])
+def test_label_values_problem_says_what_is_wrong(labels, kwargs, said):
+    from napari_medseg.core.data import label_values_problem
+
+    got = label_values_problem(labels, **kwargs)
+    assert got is None if said is None else said in got, got
+
+
 def test_percentile_normalisation_is_robust_to_outliers():
     rng = np.random.default_rng(0)
     img = rng.normal(100, 10, size=(1, 40, 40, 10)).astype(np.float32)

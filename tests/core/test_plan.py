@@ -43,3 +43,24 @@ def test_auto_spacing_needs_one_extent_per_case():
         auto_spacing([], [], (48, 48, 48))
     with pytest.raises(ValueError, match="per case"):
         auto_spacing([(10.0, 10.0, 10.0)], [], (8, 8, 8))
+
+
+@pytest.mark.parametrize(("shape", "dims", "axis", "cap", "multiple", "expected"), [
+    ((100, 300), 2, None, 128, 8, (96, 128)),  # each side on its own axis, in order
+    ((300, 100, 40), 2, 0, 128, 8, (96, 40)),  # slices along axis 0: axes 1 and 2
+    ((300, 100, 40), 2, None, 128, 8, (128, 96)),  # default slice axis 2
+    ((70, 60, 5), 3, None, 48, 8, (48, 48, 5)),  # a side below the step keeps its size
+    ((70, 60, 50), 3, None, 64, 16, (64, 48, 48)),
+])
+def test_default_patch_fits_each_axis(shape, dims, axis, cap, multiple, expected):
+    from napari_medseg.core.plan import default_patch
+
+    assert default_patch(shape, dims, slice_axis=axis, cap=cap, multiple=multiple) == expected
+
+
+@pytest.mark.parametrize(("patch", "depth"), [((8, 8), 2), ((16, 16, 16), 3), ((32, 64), 4),
+                                              ((128, 128), 4), ((5, 64), 2)])
+def test_default_depth_is_what_the_smallest_side_allows(patch, depth):
+    from napari_medseg.core.plan import default_depth
+
+    assert default_depth(patch) == depth

@@ -232,6 +232,44 @@ def test_loss_decision_and_spacing_reach_the_training_config(make_napari_viewer,
     assert w._configs(inp0, continue_from=None)[1].spacing is None
 
 
+def test_auto_spacing_and_threshold_reach_the_training_config(make_napari_viewer, small):
+    w = _train_widget(_viewer(make_napari_viewer, small))
+    inp = w.collect_inputs()
+    assert w._configs(inp, continue_from=None)[1].threshold == 0.5  # the default
+    w.threshold_spin.setValue(0.4)
+    assert w._configs(inp, continue_from=None)[1].threshold == 0.4
+    w.dims_combo.setCurrentText("3D")
+    w.spacing_edit.setText("auto")
+    # The phantom fills its 32x32x24 mm box: half of 32 mm over an 8-voxel patch is 2 mm.
+    w.patch_edit.setText("8 8 8")
+    assert w._configs(inp, continue_from=None)[1].spacing == (2.0, 2.0, 2.0)
+    # 16 mm / 12 voxels = 1.3 mm; never finer than as loaded: axis 2 keeps its 1.5 mm.
+    w.patch_edit.setText("12 12 12")
+    assert w._configs(inp, continue_from=None)[1].spacing == (1.3, 1.3, 1.5)
+    w.patch_edit.setText("16 16 16")  # 1 mm: the native grid already, no resampling
+    assert w._configs(inp, continue_from=None)[1].spacing is None
+    w.dims_combo.setCurrentText("2D")
+    w.patch_edit.setText("16 16")
+    assert not w.start_training()
+    assert "Spacing 'auto' is for a 3D model on 3D layers" in w.status.text()
+    assert not w.runner.busy and w.train_btn.isEnabled()
+
+
+def test_auto_spacing_trains_and_says_so(make_napari_viewer, qtbot, small):
+    w = _train_widget(_viewer(make_napari_viewer, small), epochs=1, steps=2)
+    w.dims_combo.setCurrentText("3D")
+    w.spacing_edit.setText(" Auto ")
+    w.patch_edit.setText("8 8 8")
+    w.batch_spin.setValue(2)
+    w.threshold_spin.setValue(0.35)
+    assert w.start_training(), w.status.text()
+    assert "at 2x2x2 mm (auto)" in w.status.text(), w.status.text()
+    qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=60000)
+    ck = w.current.checkpoint
+    assert ck.spacing == (2.0, 2.0, 2.0) and ck.train_config.threshold == 0.35
+    assert "foreground above 0.35" in ck.describe()
+
+
 @pytest.mark.parametrize(("dims", "text", "reason"), [
     ("2D", "abc", "is not a list of numbers"),
     ("2D", "1 nan", "is not a list of numbers"),
@@ -252,7 +290,7 @@ def test_bad_spacing_is_refused_with_a_clear_message(make_napari_viewer, small, 
     if dims == "2D":
         assert "in-plane axes" in msg and "axis 2, which keeps its own 1.5 mm" in msg, msg
     else:
-        assert "1 value (isotropic) or 3, one per axis" in msg, msg
+        assert "1 value (isotropic) or 3, one per axis" in msg and "or 'auto'" in msg, msg
     assert not w.runner.busy and w.train_btn.isEnabled()
 
 

@@ -4,9 +4,13 @@ and reading checkpoints, channel files and --pred/--ref pairs with one set of ch
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from napari_medseg.core import io
 
@@ -56,13 +60,31 @@ def _load_model(path: str, task: str, other_task_hint: str) -> Any:
     return ckpt
 
 
+def warn_if_placed_apart(a: Any, b: Any) -> bool:
+    """Warn (stderr) when two volumes of one shape have different affines; True if so.
+
+    Voxels pair by index, so a label file saved with another orientation or origin
+    than its image (or a prediction than its reference) would pair the wrong voxels
+    without any error. Differences below 0.01 mm (and 0.1 % in the axes) are rounding.
+    """
+    if a.affine is None or b.affine is None or np.allclose(a.affine, b.affine, rtol=1e-3,
+                                                           atol=1e-2):
+        return False
+    print(f"warning: {b.path} and {a.path} have the same shape but different affines "
+          "(orientation, voxel size or origin); their voxels are paired by index. Check that "
+          "they belong together, or resample one onto the other's grid.", file=sys.stderr)
+    return True
+
+
 def _read_channels(paths: Sequence[str]) -> list[Any]:
     """Read one image's channel files, which must share one grid."""
     vols = [io.read_spatial(p) for p in paths]
     for v in vols[1:]:
         if v.data.shape != vols[0].data.shape:
             raise CliError(f"{v.path} has shape {v.data.shape} but {vols[0].path} has "
-                           f"{vols[0].data.shape}; all channels must share one grid.")
+                           f"{vols[0].data.shape}; all channels must share one grid: "
+                           f"resample {Path(v.path).name} onto it.")
+        warn_if_placed_apart(vols[0], v)
     return vols
 
 
@@ -72,6 +94,7 @@ def _read_pred_ref(args: argparse.Namespace, verb: str) -> tuple[Any, Any]:
     if pred.data.shape != ref.data.shape:
         raise CliError(f"{args.pred} has shape {pred.data.shape} but {args.ref} has "
                        f"{ref.data.shape}; {verb} on the reference's grid.")
+    warn_if_placed_apart(ref, pred)
     return pred, ref
 
 

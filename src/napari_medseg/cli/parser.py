@@ -115,8 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image", nargs="+", required=True, metavar="C")
     r.add_argument("--out", required=True, metavar="LABELS.nii.gz")
     r.add_argument("--probabilities", metavar="P.nii.gz")
-    r.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
-    r.add_argument("--tta", action="store_true", help="average over mirrored inputs")
+    r.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="default: this machine's best (CUDA, then MPS, then CPU), wherever the "
+                   "model was trained")
+    r.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average the probabilities over the mirrored inputs (8 passes in 3D, 4 "
+                   "in 2D; on by default: +0.008 whole-tumour Dice over three BraTS folds); "
+                   "--no-tta predicts once, that many times faster")
     r.add_argument("--decision", choices=("argmax", "foreground"), help="override the model's "
                    "rule for turning probabilities into labels")
     r.add_argument("--threshold", type=float, help="override the model's foreground threshold")
@@ -131,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the reference's max - min)")
     e.add_argument("--json", metavar="OUT.json")
     e.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm")
+    e.add_argument("--labels", type=int, nargs="+", metavar="V", help="label values to report "
+                   "even when neither file holds them (reported as absent), besides those "
+                   "present")
+    e.add_argument("--model", metavar="MODEL.pt", help="report every label value this model "
+                   "knows, as --labels")
     e.add_argument("--per-slice", action="store_true", help="also Dice of each label on every "
                    "slice (restore: MAE, MSE, PSNR per slice) and the worst slice")
     e.add_argument("--axis", type=int, default=None, metavar="N", help="array axis the slices "
@@ -147,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "in the input's intensity units and on its grid")
     s.add_argument("--ref", metavar="CLEAN", help="optional clean reference: print PSNR/SSIM "
                    "of the input and of the output")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default=None)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="default: this machine's best (CUDA, then MPS, then CPU)")
     s.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
     s.add_argument("--batch-size", type=int, default=4)
     s.set_defaults(func=cmd_restore)

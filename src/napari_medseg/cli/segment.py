@@ -37,17 +37,6 @@ SEG_LOSS_NAMES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")  # config.SEG_LO
 PATCH_3D, PATCH_2D = 48, 128
 
 
-def _default_patch(shape: Sequence[int], dims: int) -> tuple[int, ...]:
-    """Largest multiple-of-8 patch not bigger than the image, up to 48^3 in 3D or 128^2 in 2D."""
-    target = PATCH_3D if dims == 3 else PATCH_2D
-    sizes = list(shape[-dims:]) if dims == 3 else sorted(shape, reverse=True)[:2]
-    out = []
-    for n in sizes:
-        p = min(target, n)
-        out.append(max(8, (p // 8) * 8) if n >= 8 else n)
-    return tuple(out)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     if args.task == "restore":
         return cmd_train_restore(args)
@@ -75,10 +64,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_ch = {len(g) for g in images}
     if len(n_ch) != 1:
         raise CliError(f"Every case needs the same number of channels; got {sorted(n_ch)}.")
-    vols = [[io.read_spatial(p) for p in g] for g in images]
-    groups = read_label_groups(vols, labels, args.label_mask or [])
+    vols = [_read_channels(g) for g in images]
     nd = vols[0][0].data.ndim
     dims = args.dims or (3 if nd == 3 else 2)
+    if dims > nd:
+        raise CliError(f"--dims 3 needs 3D images; {vols[0][0].path} is {nd}D. Use --dims 2.")
+    groups = read_label_groups(vols, labels, args.label_mask or [])
     mapping = LabelMapping.from_labels([lv.data for g in groups for lv in g])
     if args.loss == "bce" and mapping.num_classes != 2:
         raise CliError(f"--loss bce needs one foreground value; labels have "
@@ -96,10 +87,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                        "parts of one structure; --loss dice_ce --decision argmax treats them "
                        "apart)")
     spacing, patch = _spacing_and_patch(args, vols, dims, chosen)
+    limits: dict[str, float | int | None] = {"epochs": args.epochs, "minutes": args.minutes}
+    if args.epochs is None and args.minutes is None:
+        del limits["epochs"]  # TrainConfig's default number of epochs
+        chosen.append(f"{TrainConfig.epochs} epochs of {args.steps_per_epoch} steps (no "
+                      "--epochs or --minutes)")
     tc = TrainConfig(patch_size=patch, batch_size=args.batch_size or (2 if dims == 3 else 8),
-                     loss=args.loss,
-                     epochs=args.epochs if args.epochs or not args.minutes else None,
-                     minutes=args.minutes, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                     loss=args.loss, **limits, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                      device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
                      val_fraction=args.val_fraction, decision=args.decision, raters=args.raters,
                      intensity_norm=args.norm, threshold=args.threshold)
@@ -137,7 +131,7 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
     body is that of each case's first channel (skull-stripped or not, it holds the
     anatomy). What was filled in is appended to ``chosen``.
     """
-    from napari_medseg.core.plan import auto_spacing, body_extent_mm
+    from napari_medseg.core.plan import auto_spacing, body_extent_mm, default_patch
 
     nd = vols[0][0].data.ndim
     words = [str(w) for w in args.spacing] if args.spacing else [
@@ -168,7 +162,9 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
             spacing = spacing * nd
     if patch is None:
         grid = spacing or vols[0][0].spacing
-        patch = _default_patch(tuple(max(1, round(e / s)) for e, s in zip(extents[0], grid)), dims)
+        patch = default_patch(tuple(max(1, round(e / s)) for e, s in zip(extents[0], grid)),
+                              dims, slice_axis=args.slice_axis,
+                              cap=PATCH_3D if dims == 3 else PATCH_2D, multiple=8)
         chosen.append(f"patch {'x'.join(map(str, patch))}")
     return spacing, patch
 
@@ -180,8 +176,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     ckpt = _load_model(args.model, "segment",
                        "use `napari-medseg restore --model ... --image ... --out ...` for "
                        "restoration models.")
+    # Refuse bad output names before the work, not after it.
+    if not (io.is_nifti(args.out) or str(args.out).lower().endswith(io.RASTER_SUFFIXES)):
+        raise CliError(f"--out {args.out}: unsupported output type; use .nii.gz, .png or .tif.")
+    if args.probabilities and not io.is_nifti(args.probabilities):
+        raise CliError(f"--probabilities {args.probabilities}: write probabilities as NIfTI "
+                       "(.nii.gz), one class per volume along the 4th axis.")
     vols = _read_channels(args.image)
     print(f"model: {ckpt.describe()}", flush=True)
+    if args.tta:
+        print(f"test-time augmentation: the mean of {2 ** ckpt.model_config.spatial_dims} "
+              "mirrorings (--no-tta: one pass)", flush=True)
     t0 = time.perf_counter()
     show = _progress_printer()
     try:
@@ -196,6 +201,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - t0:.1f}s)")
     if args.probabilities:
         probs = np.moveaxis(seg.probabilities, 0, -1)  # NIfTI: channels last (4th axis)
+        if probs.ndim == 3:  # a 2D image: classes go on the 4th axis, not the 3rd (spatial)
+            probs = probs[:, :, None, :]
         io.write_nifti(args.probabilities, probs, ref.affine)
         print(f"wrote {args.probabilities} ({seg.probabilities.shape[0]} channel(s), class order "
               f"{list(ckpt.mapping.values) if seg.probabilities.shape[0] > 1 else ['foreground']})")
@@ -210,6 +217,9 @@ def _fmt_cell(v: float | None, width: int, digits: int = 3) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.task == "restore":
+        if args.labels or args.model:
+            raise CliError("--labels and --model name label values of a segmentation; leave "
+                           "them out with --task restore.")
         return cmd_evaluate_restore(args)
     if args.data_range is not None:
         raise CliError("--data-range is for --task restore (PSNR/SSIM).")
@@ -229,9 +239,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
               "reference's", file=sys.stderr)
     axis = _evaluate_axis(args, pred.data.ndim)
+    from napari_medseg.core.data import UNLABELLED, label_values_problem
+
+    for vol, unlabelled in ((pred, False), (ref, True)):
+        problem = label_values_problem(vol.data, allow_unlabelled=unlabelled)
+        if problem:
+            raise CliError(f"{vol.path} {problem}. evaluate compares label maps (whole numbers: "
+                           "0 background, 1, 2, ... the classes); for images use --task "
+                           "restore.")
     p = np.rint(pred.data).astype(np.int64)
     r = np.rint(ref.data).astype(np.int64)
-    res = evaluate_segmentation(p, r, spacing=ref.spacing, tolerance_mm=args.tolerance)
+    ignored = r == UNLABELLED
+    if ignored.any():
+        # Sparse references: what lies where nobody labelled counts for no class.
+        print(f"{int(ignored.sum())} voxels of {args.ref} are unlabelled (-1) and not scored",
+              file=sys.stderr)
+        p, r = np.where(ignored, 0, p), np.where(ignored, 0, r)
+    wanted: list[int] | None = None  # None: the values present
+    if args.labels or args.model:
+        named = set(args.labels or [])
+        if args.model:
+            ckpt = _load_model(args.model, "segment", "evaluate --task restore compares images.")
+            named |= set(ckpt.mapping.values)
+        present = set(np.unique(p).tolist()) | set(np.unique(r).tolist())
+        wanted = sorted((named | present) - {0})
+    res = evaluate_segmentation(p, r, spacing=ref.spacing, labels=wanted,
+                                tolerance_mm=args.tolerance)
     labels = [int(k) for k in res["dice"]]
     sd = per_slice_dice(p, r, axis=axis, labels=labels) if axis is not None else None
     vd = sd.volume_difference(ref.spacing) if sd is not None else \

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_medseg.cli.common import CliError
+from napari_medseg.cli.common import CliError, warn_if_placed_apart
 from napari_medseg.core import io
+from napari_medseg.core.data import label_values_problem
 
 if TYPE_CHECKING:
     from napari_medseg.core.config import TrainConfig
@@ -46,7 +47,8 @@ def read_label_groups(vols: Sequence[Sequence[io.Volume]], labels: Sequence[Sequ
     Raises
     ------
     CliError
-        A label or mask file off its image's grid (naming it), a mask count that
+        A label or mask file off its image's grid (naming it), one that is not a label
+        map (NaN, fractions, values below -1, too many values), a mask count that
         differs from the number of cases, or a case whose label files are all empty.
     """
     groups = [[io.read_spatial(p) for p in g] for g in labels]
@@ -56,6 +58,11 @@ def read_label_groups(vols: Sequence[Sequence[io.Volume]], labels: Sequence[Sequ
                 if v.data.shape != lv.data.shape:
                     raise CliError(f"{v.path} has shape {v.data.shape} but {lv.path} has "
                                    f"{lv.data.shape}; resample the labels onto the image grid.")
+            problem = label_values_problem(lv.data)
+            if problem:
+                raise CliError(f"{lv.path} {problem}. A --label file holds one whole number per "
+                               "voxel: 0 background, 1, 2, ... the classes, -1 unlabelled.")
+            warn_if_placed_apart(g[0], lv)
     if masks and len(masks) != len(groups):
         raise CliError(f"Give one --label-mask per --label group (got {len(masks)} and "
                        f"{len(groups)}); a mask applies to every rater file of its group.")
@@ -64,6 +71,10 @@ def read_label_groups(vols: Sequence[Sequence[io.Volume]], labels: Sequence[Sequ
         lv = raters[0]
         if mv.data.shape != lv.data.shape:
             raise CliError(f"{m} has shape {mv.data.shape} but {lv.path} has {lv.data.shape}.")
+        if not np.all(np.isfinite(mv.data)):
+            raise CliError(f"{m} holds NaN or infinite values; an annotation mask is 1 where "
+                           "voxels are labelled, 0 elsewhere.")
+        warn_if_placed_apart(lv, mv)
         for lv in raters:
             # Voxels outside the annotation mask are unlabelled, not background.
             lv.data = np.where(mv.data > 0, np.asarray(lv.data, np.float32), -1).astype(np.float32)

@@ -16,6 +16,41 @@ from scipy import ndimage as ndi
 #: Value marking unlabelled voxels in a label volume (sparse annotation).
 UNLABELLED = -1
 
+#: More distinct values than this and an array is taken for an image, not labels.
+MAX_CLASSES = 255
+
+
+def label_values_problem(labels: np.ndarray, *, allow_unlabelled: bool = True) -> str | None:
+    """What makes an array unusable as a label map, in words; None when it is fine.
+
+    Label values are whole numbers >= 0 (or -1, unlabelled, when ``allow_unlabelled``),
+    stored as integers or as integer-valued floats, and few: at most
+    :data:`MAX_CLASSES` distinct values. An intensity image passed by mistake fails
+    one of these.
+    """
+    lab = np.asarray(labels)
+    if lab.dtype == bool:
+        return None
+    if not np.issubdtype(lab.dtype, np.number):
+        return f"holds {lab.dtype} data, not numbers"
+    u = np.unique(lab)
+    if np.issubdtype(u.dtype, np.floating):
+        if not np.all(np.isfinite(u)):
+            return "holds NaN or infinite values"
+        off = u[np.abs(u - np.rint(u)) > 1e-3]
+        if off.size:
+            return (f"holds values that are not whole numbers (e.g. {float(off[0]):g}); is it "
+                    "an image rather than a label map?")
+        u = np.unique(np.rint(u))
+    low = UNLABELLED if allow_unlabelled else 0
+    if u.size and u[0] < low:
+        return (f"holds the value {u[0]:g}; label values are 0 (background), 1, 2, ..."
+                + (" and -1 (unlabelled)" if allow_unlabelled else ""))
+    if u.size > MAX_CLASSES:
+        return (f"holds {u.size} distinct values (at most {MAX_CLASSES} classes); is it an "
+                "image rather than a label map?")
+    return None
+
 
 @dataclass(frozen=True)
 class LabelMapping:
@@ -33,10 +68,17 @@ class LabelMapping:
 
     @classmethod
     def from_labels(cls, labels: Sequence[np.ndarray]) -> "LabelMapping":
-        """Collect the values present in label volumes (unlabelled -1 excluded, 0 always in)."""
+        """Collect the values present in label volumes (unlabelled -1 excluded, 0 always in).
+
+        Float labels are rounded, as :meth:`to_classes` rounds them (values stored as
+        0.99999994 by a scaled header are 1). Check them first with
+        :func:`label_values_problem`.
+        """
         found: set[int] = {0}
         for lab in labels:
             u = np.unique(lab)
+            if np.issubdtype(u.dtype, np.floating):
+                u = np.unique(np.rint(u))
             found.update(int(v) for v in u if v != UNLABELLED)
         return cls(tuple(sorted(found)))
 

@@ -193,6 +193,19 @@ def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -
     return True
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read, not changed, where the OS allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore (briefly process-wide)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], *, suffix: str | None = None) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` in one step.
@@ -207,6 +220,8 @@ def atomic_write(path: str | os.PathLike[str], *, suffix: str | None = None) -> 
     os.close(fd)
     try:
         yield tmp
+        # mkstemp makes the file owner-only; give it the mode a plain open() would.
+        os.chmod(tmp, p.stat().st_mode & 0o7777 if p.exists() else 0o666 & ~_umask())
         os.replace(tmp, p)
     except BaseException:
         if os.path.exists(tmp):

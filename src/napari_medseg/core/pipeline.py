@@ -26,6 +26,7 @@ from napari_medseg.core.data import (
     check_image,
     fit_normalization,
     foreground_mask,
+    label_values_problem,
     resample_image,
     resample_labels,
     resample_to_shape,
@@ -163,8 +164,9 @@ def _check_label(label: np.ndarray, shape: Sequence[int], name: str) -> np.ndarr
     if lab.shape != tuple(shape):
         raise ValueError(f"{name}: image {tuple(shape)} and labels {lab.shape} differ in "
                          "shape; resample the labels onto the image grid.")
-    if np.issubdtype(lab.dtype, np.floating) and not np.all(np.isfinite(lab)):
-        raise ValueError(f"{name}: labels contain NaN; label values must be integers.")
+    problem = label_values_problem(lab)
+    if problem:
+        raise ValueError(f"{name}: the label map {problem}.")
     return lab
 
 

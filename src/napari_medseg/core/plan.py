@@ -13,13 +13,15 @@ checkpoint stores it and prediction resamples to it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from napari_medseg.core.data import bbox, foreground_mask
 
-__all__ = ["PATCH_SHARE", "auto_spacing", "body_extent_mm"]
+__all__ = ["PATCH_SHARE", "auto_spacing", "body_extent_mm", "default_depth",
+           "default_patch"]
 
 #: The share of the body's longest side (median over the cases) that a patch spans.
 PATCH_SHARE = 0.5
@@ -70,3 +72,33 @@ def auto_spacing(extents_mm: Sequence[Sequence[float]], spacings: Sequence[Seque
     if np.all(target <= native * 1.05):  # within 5 % of native: not worth resampling
         return None
     return tuple(max(target, float(n)) for n in native)
+
+
+def default_patch(shape: Sequence[int], dims: int, *, slice_axis: int | None = None,
+                  cap: int, multiple: int) -> tuple[int, ...]:
+    """The largest patch up to ``cap`` voxels a side that fits the image, in steps of ``multiple``.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        The spatial shape of the image (at the training spacing).
+    dims : {2, 3}
+        The model's spatial dimensions. A 2D model on a 3D volume takes its in-plane
+        axes, in order: every axis but ``slice_axis`` (default 2).
+    cap, multiple : int
+        The largest side, and the step the sides are rounded down to (a side shorter
+        than ``multiple`` keeps the image's size).
+    """
+    if dims == 2 and len(shape) == 3:
+        axis = 2 if slice_axis is None else slice_axis
+        sizes = [n for a, n in enumerate(shape) if a != axis]
+    else:
+        sizes = list(shape[-dims:])
+    return tuple((p // multiple) * multiple if p >= multiple else p
+                 for p in (min(cap, int(n)) for n in sizes))
+
+
+def default_depth(patch: Sequence[int]) -> int:
+    """UNet depth (2 to 4 levels) whose down-sampling the smallest patch side allows."""
+    m = max(min(patch), 4)
+    return int(max(2, min(4, int(math.log2(m // 4)) + 1)))

@@ -8,12 +8,14 @@ plain arrays that the widget turns into layers.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from napari_medseg.core.plan import default_depth
+from napari_medseg.core.plan import default_patch as fit_patch
 
 
 #: Metadata key of the layers the widget makes that are not images to train on or restore
@@ -82,18 +84,7 @@ def default_patch(shape: Sequence[int], dims: int, axis: int | None) -> tuple[in
     The command line's defaults (``napari-medseg train --task restore``), so a
     model trained here matches one trained there.
     """
-    if dims == 2:
-        sizes = [n for a, n in enumerate(shape) if len(shape) == 2 or a != axis][:2]
-        cap = 64
-    else:
-        sizes, cap = list(shape), 32
-    return tuple(min(cap, max(8, (n // 8) * 8)) if n >= 8 else int(n) for n in sizes)
-
-
-def default_depth(patch: Sequence[int]) -> int:
-    """UNet depth whose down-sampling the smallest patch side allows (2 to 4)."""
-    m = max(min(patch), 4)
-    return int(max(2, min(4, int(math.log2(m // 4)) + 1)))
+    return fit_patch(shape, dims, slice_axis=axis, cap=64 if dims == 2 else 32, multiple=8)
 
 
 def ssim_window(shape: Sequence[int]) -> int:

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from napari_medseg.core.plan import default_depth
+from napari_medseg.core.plan import default_patch as fit_patch
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.widget_base import InputError
 
@@ -93,21 +95,7 @@ def label_stats(target: np.ndarray, axis: int | None) -> LabelStats:
 
 def default_patch(shape: tuple[int, ...], dims: int, axis: int | None) -> tuple[int, ...]:
     """Patch: the in-plane size (2D) up to 128, or up to 64 per axis (3D), multiples of 16."""
-    if dims == 2:
-        sizes = [n for a, n in enumerate(shape) if len(shape) == 2 or a != axis][:2]
-        cap = 128
-    else:
-        sizes, cap = list(shape), 64
-    out = []
-    for n in sizes:
-        p = min(cap, n)
-        out.append((p // 16) * 16 if p >= 16 else p)
-    return tuple(out)
-
-
-def default_depth(patch: tuple[int, ...]) -> int:
-    m = min(patch)
-    return int(max(2, min(4, int(math.log2(max(m, 4) // 4)) + 1)))
+    return fit_patch(shape, dims, slice_axis=axis, cap=128 if dims == 2 else 64, multiple=16)
 
 
 @dataclass
@@ -135,14 +123,17 @@ def parse_patch(text: str, dims: int, example: int) -> tuple[int, ...]:
 
 
 def parse_spacing(text: str, dims: int, native: Sequence[float],
-                  axis: int | None) -> tuple[float, ...] | None:
-    """The voxel size to train at, typed in a widget ("", "1", "1 1" or "1, 1, 2" mm).
+                  axis: int | None, *, image: np.ndarray | None = None,
+                  patch: Sequence[int] | None = None) -> tuple[float, ...] | None:
+    """The voxel size to train at, typed in a widget ("", "auto", "1", "1 1" or "1, 1, 2" mm).
 
     Parameters
     ----------
     text : str
-        Blank for the layers' own spacing, one value (the same on every model axis) or one
-        value per spatial axis of the model.
+        Blank for the layers' own spacing, ``auto`` (3D models on 3D layers: the spacing
+        at which ``patch`` spans half of the body's longest side, as ``train --spacing auto``
+        picks it; see :func:`~napari_medseg.core.plan.auto_spacing`), one value (the same
+        on every model axis) or one value per spatial axis of the model.
     dims : int
         The model's spatial dimensions, 2 or 3.
     native : sequence of float
@@ -150,6 +141,10 @@ def parse_spacing(text: str, dims: int, native: Sequence[float],
     axis : int or None
         The slice axis when a 2D model trains on slices of a 3D volume (None: axis 2, as
         ``TrainConfig.slice_axis`` defaults).
+    image : numpy.ndarray, optional
+        The first input channel, for ``auto`` (the body is found in it).
+    patch : sequence of int, optional
+        The training patch in voxels, for ``auto``.
 
     Returns
     -------
@@ -170,6 +165,15 @@ def parse_spacing(text: str, dims: int, native: Sequence[float],
     if not text.strip():
         return None
     nd = len(native)
+    if text.strip().lower() == "auto":
+        if dims != 3 or nd != 3:
+            raise InputError("Spacing 'auto' is for a 3D model on 3D layers; leave it blank "
+                             "or give a size in mm.")
+        if image is None or patch is None:
+            raise ValueError("parse_spacing('auto') needs the image and the patch.")
+        from napari_medseg.core.plan import auto_spacing, body_extent_mm
+
+        return auto_spacing([body_extent_mm(np.asarray(image)[None], native)], [native], patch)
     slice_axis = (2 if axis is None else axis) if dims == 2 and nd == 3 else None
     if slice_axis is None:
         expect = f"1 value (isotropic) or {dims}, one per axis"
@@ -192,7 +196,8 @@ def parse_spacing(text: str, dims: int, native: Sequence[float],
         own = " x ".join(f"{s:g}" for s in native)
         raise InputError(f"Spacing '{text}' {reason}: leave it blank to train at the layers' "
                          f"own spacing ({own} mm), or give {expect}, in mm > 0, e.g. "
-                         f"{' '.join(['1'] * dims)}.")
+                         f"{' '.join(['1'] * dims)}"
+                         + (", or 'auto'." if dims == 3 and nd == 3 else "."))
     if len(values) == 1:
         values = values * dims
     if slice_axis is not None:

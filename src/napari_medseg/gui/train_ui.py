@@ -15,6 +15,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -95,10 +96,13 @@ class TrainControls(MedsegWidget):
         self.patch_edit.setToolTip("Patch size in voxels, one value per axis (e.g. 128 128).")
         f2.addRow("Patch", self.patch_edit)
         self.spacing_edit = QLineEdit()
-        self.spacing_edit.setPlaceholderText("blank: as loaded")
+        self.spacing_edit.setPlaceholderText("blank: as loaded; auto (3D)")
         self.spacing_edit.setToolTip(
             "Voxel size to train at, in mm; images and labels are resampled to it, and "
             "predictions to it and back. Blank: the layers' own spacing, no resampling. "
+            "auto (3D models): coarse enough that a patch spans half of the body's longest "
+            "side (about 1.4 mm for a brain with 64^3 patches), never finer than as loaded; "
+            "the command line's default. "
             "Otherwise one value (the same on every axis) or one per axis of the model: "
             "3 for a 3D model; 2 for a 2D model, the in-plane axes (on a 3D volume the slice "
             "axis keeps its own spacing, so sparsely labelled slices stay as painted). The "
@@ -124,6 +128,16 @@ class TrainControls(MedsegWidget):
             "argmax loses voxels that are surely the structure but not surely one part. "
             "Both agree with one foreground class.")
         f2.addRow("Decision", self.decision_combo)
+        self.threshold_spin = QDoubleSpinBox()
+        self.threshold_spin.setRange(0.05, 0.95)
+        self.threshold_spin.setSingleStep(0.05)
+        self.threshold_spin.setDecimals(2)
+        self.threshold_spin.setValue(0.5)
+        self.threshold_spin.setToolTip(
+            "A voxel is foreground where the foreground probability passes this value "
+            "(the 'foreground' decision, and models with one foreground class). Lower "
+            "outlines uncertain boundaries more generously. Kept in the model.")
+        f2.addRow("Foreground above", self.threshold_spin)
         self.norm_combo = QComboBox()
         self.norm_combo.addItems(["percentile", "zscore", "none"])
         self.norm_combo.setToolTip("Per-channel intensity normalisation inside the body: z-score "

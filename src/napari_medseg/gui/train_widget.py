@@ -150,14 +150,15 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             raise InputError("A 3D model needs 3D layers; these are 2D. Choose Model: 2D.")
         patch = parse_patch(self.patch_edit.text(), dims, 64)
         spacing = parse_spacing(self.spacing_edit.text(), dims, inp.channels[0].spacing,
-                                inp.axis)
+                                inp.axis, image=inp.channels[0].data, patch=patch)
         mapping = LabelMapping.from_labels([inp.target])
         tc = TrainConfig(patch_size=patch, batch_size=self.batch_spin.value(),
                          loss=self.loss_combo.currentText(), epochs=epochs, minutes=minutes,
                          steps_per_epoch=self.steps_spin.value(), device=device,
                          slice_axis=inp.axis if inp.axis is not None else 2, lr=3e-3,
                          intensity_norm=self.norm_combo.currentText(), spacing=spacing,
-                         decision=self.decision_combo.currentText())
+                         decision=self.decision_combo.currentText(),
+                         threshold=round(self.threshold_spin.value(), 2))
         mc = ModelConfig(spatial_dims=dims, in_channels=len(inp.channels),
                          out_channels=mapping.num_classes, base_width=self.width_spin.value(),
                          depth=default_depth(patch))
@@ -206,6 +207,8 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         what = "Continuing from the current model" if continue_ else "Training"
         limit = f"{tc.minutes:g} min" if tc.minutes else f"{tc.epochs} epochs"
         at = "" if tc.spacing is None else " at " + tc.spacing_text()
+        if not continue_ and self.spacing_edit.text().strip().lower() == "auto":
+            at = (at or " on the native grid") + " (auto)"
         self._say(f"{what}: {mc.spatial_dims}D UNet, patch {tuple(tc.patch_size)}{at}, "
                   f"{mapping.num_classes} classes, {limit} on {tc.device}…")
         self._set_running(True)
