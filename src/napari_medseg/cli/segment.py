@@ -259,7 +259,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.labels or args.model:
         named = set(args.labels or [])
         if args.model:
-            ckpt = _load_model(args.model, "segment", "evaluate --task restore compares images.")
+            ckpt = _load_model(args.model, "segment", "--model names a segmentation model, whose "
+                               "label values evaluate reports.")
             named |= set(ckpt.mapping.values)
         present = set(np.unique(p).tolist()) | set(np.unique(r).tolist())
         wanted = sorted((named | present) - {0})
