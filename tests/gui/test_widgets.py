@@ -58,6 +58,16 @@ def _train_widget(viewer, *, epochs=3, steps=8, minutes=None):
     return w
 
 
+def _core_segment(stored, viewer, *, tta):
+    """What the core's ``segment`` gives for the T1 + FLAIR layers (the widget's reference)."""
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    chans = [viewer.layers[n].data for n in ("T1", "FLAIR")]
+    return run(segment(stored.checkpoint, chans, viewer.layers["T1"].scale,
+                       model=stored.network(), device="cpu", tta=tta))
+
+
 def _idle(w):
     return not w.runner.busy and w.train_btn.isEnabled()
 
@@ -116,13 +126,21 @@ def test_train_warm_start_predict_save_load(make_napari_viewer, qtbot, small, tm
         np.testing.assert_allclose(layer.translate, TRANSLATE)
         np.testing.assert_allclose(np.diag(layer.metadata["affine"])[:3], small.spacing)
     assert 0.0 <= prob.data.min() and prob.data.max() <= 1.0 and unc.data.max() > 0
+    # mirroring TTA is on by default, as in `napari-medseg predict`: the same labels as the core
+    assert p.tta_check.isChecked()
+    seg = _core_segment(w.current, viewer, tta=True)
+    np.testing.assert_array_equal(lab.data, seg.labels)
 
-    # again: new layers, nothing overwritten
+    # again, without TTA: new layers, nothing overwritten, the core's one-pass result
+    p.tta_check.setChecked(False)
     qtbot.mouseClick(p.predict_btn, LEFT)
     qtbot.waitUntil(lambda: p.last_layers[0] is not lab and p.predict_btn.isEnabled(),
                     timeout=30000)
     assert p.last_layers[0].name == "T1 prediction [2]"
     assert viewer.layers["T1 prediction"] is lab
+    one_pass = _core_segment(w.current, viewer, tta=False)
+    np.testing.assert_array_equal(p.last_layers[0].data, one_pass.labels)
+    assert not np.allclose(p.last_layers[1].data, prob.data)  # the mirrorings did count
 
     # preview of the displayed slice only
     viewer.dims.set_point(2, TRANSLATE[2] + 5 * small.spacing[2])
