@@ -186,3 +186,43 @@ def test_unknown_norm_is_refused(tmp_path, nifti_case, capsys):
         cli.main(["train", "--image", str(nifti_case["t1"]), "--label",
                   str(nifti_case["labels"]), "--out", str(tmp_path / "m.pt"), "--norm", "minmax"])
     assert "invalid choice: 'minmax'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "inf"])
+def test_demo_refuses_a_time_limit_that_is_not_a_positive_number(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["demo", "--seconds", value])
+    assert exc.value.code == 2 and "--seconds: expected a finite number above 0" in \
+        capsys.readouterr().err
+
+
+def test_demo_falls_back_to_headless_when_the_display_cannot_be_reached(monkeypatch, capsys):
+    """Qt aborts the whole process on an unreachable display; the demo asks a child first."""
+    from napari_medseg.cli import demo
+
+    ran = []
+    monkeypatch.setattr(demo, "run_headless_demo", lambda seconds, seed: ran.append(seconds))
+    monkeypatch.setenv("DISPLAY", ":97")  # no X server answers there
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    assert cli.main(["demo", "--seconds", "3"]) == 0
+    out = capsys.readouterr().out
+    assert ran == [3.0] and "Qt cannot open a window" in out and ":97" in out
+
+
+def test_demo_falls_back_to_headless_without_a_qt_binding(monkeypatch, capsys):
+    """The qt extra not installed: napari's import of Qt fails inside open_demo_viewer."""
+    import types
+
+    from napari_medseg.cli import demo
+
+    def no_qt() -> int:
+        raise ImportError("No Qt bindings could be found")
+
+    ran = []
+    monkeypatch.setattr(demo, "run_headless_demo", lambda seconds, seed: ran.append(seconds))
+    monkeypatch.setattr(demo, "_display_problem", lambda: None)
+    monkeypatch.setattr(demo, "importlib", types.SimpleNamespace(
+        import_module=lambda name: types.SimpleNamespace(open_demo_viewer=no_qt)))
+    assert cli.main(["demo"]) == 0
+    assert ran == [20.0] and "No Qt bindings" in capsys.readouterr().out

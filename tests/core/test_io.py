@@ -95,3 +95,34 @@ def test_4d_file_is_refused_with_a_fix(tmp_path):
 def test_trailing_singleton_axis_is_dropped(tmp_path):
     io.write_nifti(tmp_path / "s.nii.gz", np.ones((4, 4, 4, 1), np.float32))
     assert io.read_spatial(tmp_path / "s.nii.gz").data.shape == (4, 4, 4)
+
+
+def test_scaled_integers_stay_integers_and_other_scaling_is_float32(tmp_path):
+    """nibabel scales to float64: a CT with intercept -1024 would take 4x its size."""
+    import nibabel as nib
+
+    raw = np.arange(-50, 50, dtype=np.int16).reshape(10, 10, 1) * 20
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(1.0, -1024.0)
+    nib.save(img, tmp_path / "ct.nii.gz")
+    vol = io.read_volume(tmp_path / "ct.nii.gz")
+    assert vol.data.dtype == np.int16
+    np.testing.assert_array_equal(vol.data, raw.astype(np.int32) - 1024)
+
+    img.header.set_slope_inter(0.5, 0.25)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    vol = io.read_volume(tmp_path / "scaled.nii.gz")
+    assert vol.data.dtype == np.float32
+    np.testing.assert_allclose(vol.data, raw * 0.5 + 0.25)
+
+
+def test_zero_voxel_size_in_the_affine_falls_back_to_the_header(tmp_path):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(np.ones((4, 4, 1), np.float32), None)
+    img.header.set_sform(np.diag([0.5, 0.5, 0.0, 1.0]), code=1)  # as some converters write it
+    img.header.set_zooms((0.5, 0.5, 3.0))
+    nib.save(img, tmp_path / "single.nii.gz")
+    with pytest.warns(UserWarning, match=r"single\.nii\.gz.*no size.*3 mm"):
+        vol = io.read_volume(tmp_path / "single.nii.gz")
+    assert vol.spacing == pytest.approx((0.5, 0.5, 3.0))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_medseg.core import io
-from napari_medseg.gui.io_plugin import get_reader, read_nifti, write_labels
+from napari_medseg.gui.io_plugin import get_reader, read_nifti, write_image, write_labels
 
 
 def test_reader_decides_image_vs_labels(nifti_case):
@@ -66,3 +66,115 @@ def test_demo_viewer_opens_with_sample_layers(qtbot):
                 "Metrics"} <= docks
     finally:
         viewer.close()
+
+
+FLIP = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 39.0], [0, 0, 2.0, -4.0], [0, 0, 0, 1]])
+
+
+def _world(aff, ijk):
+    return (np.asarray(aff) @ np.r_[ijk, 1.0])[:3]
+
+
+def test_flipped_file_new_labels_layer_saves_in_the_image_place(make_napari_viewer, tmp_path):
+    """A BraTS-style diag(-1, -1, 1) affine survives napari's New labels button and a save."""
+    img = np.random.default_rng(0).normal(size=(40, 40, 6)).astype(np.float32)
+    path = io.write_nifti(tmp_path / "flair.nii.gz", img, FLIP)
+    (_, kw, kind), = read_nifti(path)
+    assert kind == "image" and kw["scale"] == pytest.approx((1.0, 1.0, 2.0))
+    np.testing.assert_allclose(kw["rotate"], np.diag([-1.0, -1.0, 1.0]))
+    viewer = make_napari_viewer()
+    viewer.open(path, plugin="napari-medseg")
+    image = viewer.layers["flair"]
+    np.testing.assert_allclose(image.data_to_world((3, 4, 5)), _world(FLIP, (3, 4, 5)))
+    viewer.layers.selection.active = image
+    viewer._new_labels()  # what the layer list's "New labels" button does
+    painted = viewer.layers[-1]
+    assert "affine" not in painted.metadata  # napari copies the transform, not our metadata
+    painted.data[3, 4, 5] = 2
+    out = tmp_path / "painted.nii.gz"
+    viewer.layers.selection.active = painted
+    viewer.layers.save(str(out), selected=True, plugin="napari-medseg")
+    vol = io.read_volume(out)
+    np.testing.assert_allclose(vol.affine, FLIP)
+    assert vol.data[3, 4, 5] == 2
+
+    # moved by the user: the flip stays, the move is saved
+    image.translate = (image.translate[0], image.translate[1], image.translate[2] + 2.0)
+    moved = tmp_path / "moved.nii.gz"
+    viewer.layers.selection.active = image
+    viewer.layers.save(str(moved), selected=True, plugin="napari-medseg")
+    aff = io.read_volume(moved).affine
+    np.testing.assert_allclose(_world(aff, (3, 4, 5)), _world(FLIP, (3, 4, 5)) + [0, 0, 2.0])
+
+
+def test_files_of_one_place_in_other_orientations_overlay(tmp_path):
+    """The same mask stored RAS and LAS lands on the same world voxel."""
+    from napari.layers import Labels
+
+    ras = np.diag([1.0, 1.0, 1.0, 1.0])
+    las = np.array([[-1.0, 0, 0, 9.0], [0, 1.0, 0, 0], [0, 0, 1.0, 0], [0, 0, 0, 1]])
+    m = np.zeros((10, 6, 4), np.uint8)
+    m[2, 3, 1] = 1
+    worlds = []
+    for name, aff, data in (("ras", ras, m), ("las", las, m[::-1])):
+        (d, kw, _), = read_nifti(io.write_nifti(tmp_path / f"{name}_mask.nii.gz", data, aff))
+        layer = Labels(d, **{k: v for k, v in kw.items() if k != "name"})
+        worlds.append(layer.data_to_world(np.argwhere(d)[0]))
+    np.testing.assert_allclose(worlds[0], worlds[1])
+
+
+def test_four_d_files_open_as_channels_or_as_a_time_series(tmp_path):
+    rng = np.random.default_rng(1)
+    aff = np.diag([0.8, 0.8, 2.0, 1.0])
+    probs = rng.random((8, 8, 5, 3)).astype(np.float32)
+    layers = read_nifti(io.write_nifti(tmp_path / "probs.nii.gz", probs, aff))
+    assert [kw["name"] for _, kw, _ in layers] == ["probs [0]", "probs [1]", "probs [2]"]
+    np.testing.assert_array_equal(layers[2][0], probs[..., 2])
+    assert layers[0][1]["scale"] == pytest.approx((0.8, 0.8, 2.0))
+
+    series = rng.random((8, 8, 5, 12)).astype(np.float32)
+    (data, kw, kind), = read_nifti(io.write_nifti(tmp_path / "fmri.nii.gz", series, aff))
+    assert kind == "image" and data.shape == (12, 8, 8, 5)
+    assert kw["scale"] == pytest.approx((1.0, 0.8, 0.8, 2.0))
+    out = write_image(str(tmp_path / "back.nii.gz"), data, {**kw, "metadata": kw["metadata"]})
+    back = io.read_volume(out[0])
+    np.testing.assert_array_equal(back.data, series)
+    np.testing.assert_allclose(back.affine, aff)
+
+
+@pytest.mark.parametrize("name, intent, n_values, expected", [
+    ("totalseg.nii.gz", "label", 118, "labels"),   # intent says label map: hundreds allowed
+    ("aparc+aseg.nii.gz", None, 112, "labels"),    # named like a parcellation
+    ("scan.nii.gz", None, 112, "image"),           # nothing says label map: an image
+    ("scan.nii.gz", None, 40, "labels"),
+])
+def test_label_maps_with_many_values(tmp_path, name, intent, n_values, expected):
+    import nibabel as nib
+
+    data = (np.arange(20 * 20 * 6) % n_values).reshape(20, 20, 6).astype(np.uint8)
+    img = nib.Nifti1Image(data, np.eye(4))
+    if intent:
+        img.header.set_intent(intent)
+    nib.save(img, tmp_path / name)
+    (_, _, kind), = read_nifti(str(tmp_path / name))
+    assert kind == expected
+
+
+def test_scaled_mask_opens_as_labels(tmp_path):
+    """BraTS' brainmask.nii.gz: int32 with slope 2.3e-10 and intercept 0.5 stores 1 as 0.99999997."""
+    import nibabel as nib
+
+    raw = np.full((6, 6, 4), -2147483648, np.int32)
+    raw[2:4, 2:4, 1:3] = 2147483647
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(2.3283064e-10, 0.5)
+    nib.save(img, tmp_path / "brainmask.nii.gz")
+    (data, _, kind), = read_nifti(str(tmp_path / "brainmask.nii.gz"))
+    assert kind == "labels" and data.dtype == np.int32
+    assert set(np.unique(data)) == {0, 1} and data[2, 2, 1] == 1
+
+
+def test_rgb_layer_is_not_written_as_nifti(tmp_path):
+    with pytest.raises(ValueError, match="RGB layer.*png"):
+        write_image(str(tmp_path / "rgb.nii.gz"), np.zeros((4, 4, 3), np.uint8),
+                    {"rgb": True, "name": "photo", "scale": (1, 1), "translate": (0, 0)})

@@ -16,10 +16,33 @@ import numpy as np
 from napari_medseg.cli.common import _print_event
 
 
+#: Starts a Qt application and exits: Qt aborts the whole process when the display it was
+#: given cannot be reached, so the demo asks a child process first.
+_QT_PROBE = "from qtpy.QtWidgets import QApplication; QApplication([])"
+
+
 def _has_display() -> bool:
     if sys.platform in ("darwin", "win32"):
         return True
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _display_problem() -> str | None:
+    """Why napari cannot open a window here (no display, no Qt, display unreachable), or None."""
+    if not _has_display():
+        return "no display"
+    import subprocess
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _QT_PROBE], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not start Qt ({exc})"
+    if done.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (done.stderr or "").splitlines() if ln.strip()]
+    why = next((ln for ln in lines if "display" in ln.lower()), lines[-1] if lines else "")
+    return f"Qt cannot open a window ({why or f'exit status {done.returncode}'})"
 
 
 def run_headless_demo(seconds: float | None = 20.0, *, epochs: int | None = None, seed: int = 0
@@ -60,12 +83,15 @@ def run_headless_demo(seconds: float | None = 20.0, *, epochs: int | None = None
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if not args.headless and _has_display():
-        try:
-            launch = importlib.import_module("napari_medseg.gui.launch")
-        except ImportError as exc:
-            print(f"napari/Qt unavailable ({exc}); running the headless demo.", flush=True)
-        else:
-            return int(launch.open_demo_viewer())
+    if not args.headless:
+        problem = _display_problem()
+        if problem is None:
+            try:
+                launch = importlib.import_module("napari_medseg.gui.launch")
+                return int(launch.open_demo_viewer())
+            except ImportError as exc:  # napari or a Qt binding missing (the qt extra)
+                print(f"napari/Qt unavailable ({exc}); running the headless demo.", flush=True)
+        elif _has_display():  # a display was named but cannot be used: say why
+            print(f"{problem}; running the headless demo.", flush=True)
     run_headless_demo(args.seconds, seed=args.seed)
     return 0

@@ -19,6 +19,19 @@ from napari_medseg.cli.segment import cmd_evaluate, cmd_predict, cmd_train
 from napari_medseg.core.config import RATER_MODES
 
 
+def _positive(text: str) -> float:
+    """argparse type: a finite number above 0 (a time limit of 0, NaN or inf is a typo)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser (public: the commands and flags are a contract)."""
     p = argparse.ArgumentParser(prog="napari-medseg", description=__doc__.splitlines()[0])
@@ -26,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="open napari on sample data, or train+predict headless")
     d.add_argument("--headless", action="store_true", help="no viewer: train, predict, print Dice")
-    d.add_argument("--seconds", type=float, default=20.0, help="training time (headless)")
+    d.add_argument("--seconds", type=_positive, default=20.0, help="training time (headless)")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
 
@@ -78,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "dice_ce with one), dice, ce, bce; "
                    "restore: a weighted sum of l1, mse, ssim, perceptual, adv, e.g. l1+ssim or "
                    "0.8*l1+0.2*ssim (default l1; mse for noise2void)")
-    t.add_argument("--minutes", type=float)
+    t.add_argument("--minutes", type=_positive)
     t.add_argument("--epochs", type=int)
     t.add_argument("--steps-per-epoch", type=int, default=50)
     t.add_argument("--seed", type=int, default=0)

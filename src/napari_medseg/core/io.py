@@ -118,8 +118,7 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
             import nibabel as nib
 
             img = nib.load(str(p))
-            data = np.asanyarray(img.dataobj)
-            vol = Volume(np.asarray(data), np.asarray(img.affine, dtype=float), str(p), img.header)
+            vol = Volume(_nifti_array(img), _usable_affine(img, p), str(p), img.header)
         elif name.endswith((".tif", ".tiff")):
             import tifffile
 
@@ -139,6 +138,62 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
         raise ValueError(f"{p}: cannot be read ({type(exc).__name__}: {exc}). The file looks "
                          "corrupt, truncated or of another format; export it again.") from exc
     return vol
+
+
+def _nifti_array(img: Any) -> np.ndarray:
+    """The voxel values, scaled by the header's slope and intercept, in a compact dtype.
+
+    nibabel scales to float64 whatever the stored type; an int16 CT with slope 1
+    and intercept -1024 would take 4x its size. Whole-number scaling of integers
+    stays integer (the smallest type that holds the result), anything else is
+    float32, which keeps every value a 16-bit file can hold.
+    """
+    proxy = img.dataobj
+    slope, inter = (getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0))
+    raw_dtype = img.get_data_dtype()
+    if slope == 1.0 and inter == 0.0:
+        return np.asarray(proxy)
+    if raw_dtype.kind in "iu" and float(slope).is_integer() and float(inter).is_integer():
+        raw = np.asarray(proxy.get_unscaled())
+        if raw.size == 0:
+            return raw.astype(np.int16)
+        ends = [float(raw.min()) * slope + inter, float(raw.max()) * slope + inter]
+        lo, hi = min(ends), max(ends)
+        for t in (np.int16, np.int32, np.int64):
+            if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+                out = raw.astype(t)
+                if slope != 1:
+                    out *= t(slope)
+                if inter != 0:
+                    out += t(inter)
+                return out
+    return np.asarray(img.get_fdata(dtype=np.float32))
+
+
+def _usable_affine(img: Any, path: Path) -> np.ndarray:
+    """The file's affine, with a zero or non-finite voxel size replaced by the header's.
+
+    Some converters write single-slice files whose affine has a zero column; a
+    layer of scale 0 cannot be shown and distances would be 0 mm.
+    """
+    aff = np.asarray(img.affine, dtype=float)
+    nd = min(len(img.shape), 3)
+    cols = np.sqrt((aff[:3, :nd] ** 2).sum(axis=0))
+    bad = [i for i in range(nd) if not np.isfinite(cols[i]) or cols[i] <= 0]
+    if not bad:
+        return aff
+    import warnings
+
+    zooms = img.header.get_zooms()
+    aff = aff.copy()
+    for i in bad:
+        z = float(zooms[i]) if i < len(zooms) and np.isfinite(zooms[i]) and zooms[i] > 0 else 1.0
+        aff[:3, i] = 0.0
+        aff[i, i] = z
+    warnings.warn(f"{path}: the affine gives voxel axis/axes {bad} no size; using the header's "
+                  f"voxel size ({', '.join(f'{aff[i, i]:g}' for i in bad)} mm) instead.",
+                  stacklevel=3)
+    return aff
 
 
 def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volume:
@@ -168,12 +223,48 @@ def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volu
     return vol
 
 
+#: Integer data whose NIfTI intent says "label map" opens as labels up to this many values.
+MAX_INTENT_LABEL_VALUES = 65536
+#: File-name words that mark a label map (atlases and parcellations have hundreds of values).
+LABEL_NAME_WORDS = ("label", "seg", "mask", "aseg", "parc", "atlas", "annot")
+#: How many distinct values a file named like a label map may hold and still open as labels.
+MAX_NAMED_LABEL_VALUES = 1000
+
+
+def label_value_limit(vol: Volume) -> int:
+    """How many distinct values ``vol`` may hold and still count as a label map.
+
+    :data:`MAX_LABEL_VALUES` for an unknown array; more when the file says it is
+    a label map: its NIfTI intent is ``label`` (TotalSegmentator writes that), or
+    its name contains a word of :data:`LABEL_NAME_WORDS` (FreeSurfer's aparc+aseg,
+    atlases).
+    """
+    hdr = vol.header
+    if hdr is not None:
+        with contextlib.suppress(Exception):  # a header without intent fields
+            if hdr.get_intent()[0] == "label":
+                return MAX_INTENT_LABEL_VALUES
+    name = Path(vol.path or "").name.lower()
+    if any(w in name for w in LABEL_NAME_WORDS):
+        return MAX_NAMED_LABEL_VALUES
+    return MAX_LABEL_VALUES
+
+
+def as_label_array(data: np.ndarray) -> np.ndarray:
+    """Integer label values (int32) of a label map, rounding integer-valued floats."""
+    arr = np.asarray(data)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.rint(arr)
+    return arr.astype(np.int32, copy=False)
+
+
 def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -> bool:
     """Decide whether an array is a label map rather than an intensity image.
 
     Integer (or integer-valued float, as BraTS stores its labels) data with at
     most ``max_values`` distinct values, none below -1 (-1 marks unlabelled
-    voxels of a sparse annotation), is a label map.
+    voxels of a sparse annotation), is a label map. Floats within 1e-3 of a
+    whole number count as whole: a scaled header stores 1 as 0.99999997.
     """
     if data.dtype == bool:
         return True
@@ -184,8 +275,9 @@ def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -
     sample = flat[:: max(1, flat.size // 20000)]
     for arr in (sample, flat):
         if np.issubdtype(arr.dtype, np.floating):
-            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+            if not np.all(np.isfinite(arr)) or np.any(np.abs(arr - np.rint(arr)) > 1e-3):
                 return False
+            arr = np.rint(arr)
         if arr.size and arr.min() < -1:
             return False
         if len(np.unique(arr)) > max_values:

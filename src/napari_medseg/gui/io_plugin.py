@@ -15,8 +15,12 @@ import numpy as np
 
 from napari_medseg.core import io
 from napari_medseg.core.sample import PHANTOM_CLASSES, brain_phantom
+from napari_medseg.gui.layers import display_geometry, world_affine
 
 LayerData = tuple[Any, dict[str, Any], str]
+#: A 4D file with at most this many volumes opens as one layer per volume (modalities,
+#: class probabilities); with more, as one 4D layer (a time series).
+MAX_CHANNEL_LAYERS = 8
 
 
 def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
@@ -27,16 +31,26 @@ def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], lis
     return read_nifti
 
 
-def volume_layer_kwargs(vol: io.Volume, name: str) -> dict[str, Any]:
-    """Scale, translate and metadata for a volume so it overlays in world (mm) space."""
-    nd = vol.data.ndim
-    return {
+def volume_layer_kwargs(vol: io.Volume, name: str, *, extra_axis: bool = False
+                        ) -> dict[str, Any]:
+    """Scale, translate (rotate for flipped axes) and metadata so a volume overlays in mm.
+
+    ``extra_axis``: the layer has a leading non-spatial axis (time points of a 4D file).
+    """
+    nd = min(vol.data.ndim, 3)
+    geo = display_geometry(vol.affine, nd)
+    kw: dict[str, Any] = {
         "name": name,
-        "scale": vol.spacing[:nd],
-        "translate": vol.origin[:nd],
+        **geo,
         "metadata": {"affine": np.asarray(vol.affine), "spacing": vol.spacing[:nd],
                      "source_path": vol.path},
     }
+    if extra_axis:
+        kw["scale"] = (1.0, *kw["scale"])
+        kw["translate"] = (0.0, *kw["translate"])
+        if "rotate" in kw:
+            kw["rotate"] = np.diag([1.0, *np.diag(kw["rotate"])])
+    return kw
 
 
 def read_nifti(path: str | Sequence[str]) -> list[LayerData]:
@@ -48,37 +62,67 @@ def read_nifti(path: str | Sequence[str]) -> list[LayerData]:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     out: list[LayerData] = []
     for p in paths:
-        vol = io.read_spatial(p)
+        vol = io.read_volume(p)
         name = Path(p).name
         for suffix in io.NIFTI_SUFFIXES:
             if name.lower().endswith(suffix):
                 name = name[: -len(suffix)]
-        kwargs = volume_layer_kwargs(vol, name)
-        if io.looks_like_labels(vol.data):
-            out.append((vol.data.astype(np.int32, copy=False), kwargs, "labels"))
-        else:
-            out.append((vol.data, kwargs, "image"))
+        out.extend(_layers_of(vol, name))
     return out
 
 
+def _layers_of(vol: io.Volume, name: str) -> list[LayerData]:
+    """Layer data for one file: 2D/3D as one layer; 4D as channels or a time series."""
+    data = vol.data
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.dtype.names:  # NIfTI RGB24 / RGBA32: a structured dtype napari cannot show
+        rgb = np.stack([data[c] for c in data.dtype.names[:3]], axis=-1)
+        vol = io.Volume(rgb, vol.affine, vol.path, vol.header)
+        kw = volume_layer_kwargs(io.Volume(rgb[..., 0], vol.affine, vol.path), name)
+        return [(rgb, {**kw, "rgb": True}, "image")]
+    if data.ndim not in (2, 3, 4):
+        raise ValueError(f"{vol.path}: napari-medseg opens 2D, 3D and 4D NIfTI files; this one "
+                         f"has shape {data.shape}.")
+    if data.ndim == 4:
+        n = data.shape[3]
+        spatial = io.Volume(data[..., 0], vol.affine, vol.path, vol.header)
+        if n <= MAX_CHANNEL_LAYERS:
+            # Modalities or class probabilities: one layer each, as the widgets take channels.
+            kw = volume_layer_kwargs(spatial, name)
+            return [(np.ascontiguousarray(data[..., c]), {**kw, "name": f"{name} [{c}]"},
+                     "image") for c in range(n)]
+        # A time series: one 4D layer, time first, so napari gives it a slider.
+        return [(np.moveaxis(data, 3, 0), volume_layer_kwargs(spatial, name, extra_axis=True),
+                 "image")]
+    vol = io.Volume(data, vol.affine, vol.path, vol.header)
+    kwargs = volume_layer_kwargs(vol, name)
+    if io.looks_like_labels(data, max_values=io.label_value_limit(vol)):
+        return [(io.as_label_array(data), kwargs, "labels")]
+    return [(data, kwargs, "image")]
+
+
 def _affine_from_meta(meta: dict[str, Any], ndim: int) -> np.ndarray:
-    """The layer's original affine if its scale/translate still match, else one built from them."""
+    """The voxel-to-world affine of a layer napari hands a writer (its state and metadata)."""
     scale = list(meta.get("scale", [1.0] * ndim))[-ndim:]
     translate = list(meta.get("translate", [0.0] * ndim))[-ndim:]
-    stored = (meta.get("metadata") or {}).get("affine")
-    if stored is not None:
-        aff = np.asarray(stored, dtype=float)
-        if aff.shape == (4, 4) and np.allclose(io.spacing_from_affine(aff, ndim), scale) and \
-                np.allclose(aff[:ndim, 3], translate):
-            return aff
-    return io.affine_from_spacing(scale, translate)
+    return world_affine(meta.get("metadata") or {}, scale, translate, meta.get("rotate"),
+                        meta.get("shear"), meta.get("affine"))
 
 
 def _write(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[str]:
+    if meta.get("rgb"):
+        raise ValueError(f"{path}: '{meta.get('name', 'this layer')}' is an RGB layer; NIfTI "
+                         "holds one value per voxel. Save it as .png or .tif instead.")
+    if meta.get("multiscale"):
+        data = data[0]
     arr = np.asarray(data)
     if labels:
         arr = arr.astype(np.int32 if arr.max(initial=0) > 32767 else np.int16)
-    return [io.write_nifti(path, arr, _affine_from_meta(meta, arr.ndim))]
+    aff = _affine_from_meta(meta, arr.ndim)
+    if arr.ndim == 4:  # a time series opened time first: NIfTI keeps time last
+        arr = np.moveaxis(arr, 0, 3)
+    return [io.write_nifti(path, arr, aff)]
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -49,17 +49,77 @@ class LayerArray:
         return tuple(self.data.shape)
 
 
-def _affine(meta: dict[str, Any], scale: Sequence[float], translate: Sequence[float]
-            ) -> np.ndarray:
+def display_geometry(affine: np.ndarray, ndim: int) -> dict[str, Any]:
+    """How a layer shows a file of this voxel-to-world ``affine``: scale, translate, rotate.
+
+    napari's world is the file's world (mm) when the affine is axis-aligned,
+    flips included (BraTS files store ``diag(-1, -1, 1)``): the flips go in
+    ``rotate``, so a Labels layer napari makes from the image (New labels copies
+    scale, translate and rotate) saves back to the same place. An oblique or
+    axis-permuting affine is shown on its voxel grid (spacing and origin only):
+    napari cannot slice such a rotation faithfully; the file's affine then
+    travels in the layer's metadata.
+    """
+    aff = np.asarray(affine, dtype=float)
+    nd = min(ndim, 3)
+    lin = aff[:nd, :nd]
+    scale = np.sqrt((aff[:3, :nd] ** 2).sum(axis=0))
+    geo: dict[str, Any] = {"scale": tuple(float(v) for v in scale),
+                           "translate": tuple(float(v) for v in aff[:nd, 3])}
+    direction = lin / np.where(scale > 0, scale, 1.0)
+    signs = np.sign(np.diag(direction))
+    if np.allclose(direction, np.diag(signs), atol=1e-6) and np.all(signs != 0) \
+            and np.allclose(aff[nd:3, :nd], 0.0) and not np.all(signs > 0):
+        geo["rotate"] = np.diag(signs)
+    return geo
+
+
+def _transform_matrix(scale: Sequence[float], translate: Sequence[float], rotate: Any,
+                      shear: Any, napari_affine: Any) -> np.ndarray:
+    """napari's data-to-world matrix ((n+1) x (n+1)) from a layer's transform settings."""
+    from napari.utils.transforms import Affine
+
     nd = len(scale)
+    t = Affine(scale=scale, translate=translate, ndim=nd,
+               rotate=None if rotate is None else np.asarray(rotate, dtype=float),
+               shear=None if shear is None else np.asarray(shear, dtype=float))
+    if napari_affine is not None:
+        t = Affine(affine_matrix=np.asarray(napari_affine, dtype=float), ndim=nd).compose(t)
+    return np.asarray(t.affine_matrix, dtype=float)
+
+
+def world_affine(meta: dict[str, Any] | None, scale: Sequence[float],
+                 translate: Sequence[float], rotate: Any = None, shear: Any = None,
+                 napari_affine: Any = None) -> np.ndarray:
+    """A layer's 4x4 voxel-to-world affine, for training, results and saving.
+
+    The file's own affine (``meta["affine"]``) while the layer still shows it as
+    the reader placed it; otherwise the layer's transform as napari applies it
+    (scale, translate, rotate, shear and its affine), e.g. for a Labels layer
+    made in napari or an image the user moved. A 4D layer's last three axes
+    are the spatial ones.
+    """
+    nd = len(scale)
+    sp = slice(max(nd - 3, 0), nd)  # spatial axes
+    m = _transform_matrix(scale, translate, rotate, shear, napari_affine)
+    lin, off = m[sp, sp], m[sp, nd]
+    k = lin.shape[0]
     stored = (meta or {}).get("affine")
     if stored is not None:
         aff = np.asarray(stored, dtype=float)
-        if aff.shape == (4, 4) and nd <= 3 and \
-                np.allclose(io.spacing_from_affine(aff, nd), scale) and \
-                np.allclose(aff[:nd, 3], translate):
-            return aff
-    return io.affine_from_spacing(list(scale)[:3], list(translate)[:3])
+        if aff.shape == (4, 4):
+            shown = display_geometry(aff, k)
+            want = _transform_matrix(shown["scale"], shown["translate"], shown.get("rotate"),
+                                     None, None)
+            if np.allclose(want[:k, :k], lin, atol=1e-6) and np.allclose(want[:k, k], off,
+                                                                           atol=1e-4):
+                return aff
+    out = np.eye(4)
+    if stored is not None and np.asarray(stored).shape == (4, 4) and k < 3:
+        out[2, 2] = float(np.linalg.norm(np.asarray(stored, dtype=float)[:3, 2])) or 1.0
+    out[:k, :k] = lin
+    out[:k, 3] = off
+    return out
 
 
 def layer_to_array(layer: Any, *, copy: bool = True) -> LayerArray:
@@ -73,17 +133,24 @@ def layer_to_array(layer: Any, *, copy: bool = True) -> LayerArray:
     scale = tuple(float(s) for s in layer.scale)
     translate = tuple(float(t) for t in layer.translate)
     meta = dict(layer.metadata or {})
-    aff = _affine(meta, scale, translate)
+    rotate = np.asarray(layer.rotate, dtype=float)
+    shear = np.asarray(layer.shear, dtype=float)
     napari_affine = np.asarray(layer.affine.affine_matrix, dtype=float)
+    aff = world_affine(meta, scale, translate, rotate, shear, napari_affine)
+    spacing = tuple(abs(s) for s in scale)  # a user may flip an axis with a negative scale
     geometry: dict[str, Any] = {
         "scale": scale,
         "translate": translate,
         "metadata": {**{k: v for k, v in meta.items() if k in ("affine", "spacing", "source_path")},
-                     "affine": aff, "spacing": scale},
+                     "affine": aff, "spacing": spacing},
     }
+    if not np.allclose(rotate, np.eye(rotate.shape[0])):
+        geometry["rotate"] = rotate
+    if np.any(shear != 0):
+        geometry["shear"] = shear
     if not np.allclose(napari_affine, np.eye(napari_affine.shape[0])):
         geometry["affine"] = napari_affine
-    return LayerArray(arr, scale, translate, aff, str(layer.name), geometry)
+    return LayerArray(arr, spacing, translate, aff, str(layer.name), geometry)
 
 
 def image_layers(viewer: Any, *, inputs_only: bool = False) -> list[Any]:
