@@ -19,7 +19,10 @@ GUI thread. Rules it enforces:
   and its ETAs do not count the minutes the user kept the job paused.
 - High-rate events (``StepDone``, ``Progress``) are thinned to at most one per
   ``min_interval_s`` so a fast GPU cannot flood the GUI thread with signals.
-- Closing the viewer (or the widget) stops the job and waits for the thread.
+- Closing the viewer, the widget, or the widget's dock panel (napari's X only takes
+  the widget out of its dock: it is not deleted) stops the job and waits for the
+  thread; a paused job is resumed into its cancel, so its generators are closed
+  and their ``finally`` blocks run.
 - The first ``torch.optim`` step imports ``torch._dynamo`` (~1 s holding the
   interpreter); it is done once, inside the worker thread, before the job.
 - While jobs run, the latency measures of :mod:`napari_medseg.gui.job_tuning`
@@ -293,7 +296,17 @@ class JobRunner:
                   "before starting another.")
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the running job (viewer closing) and wait up to ``timeout`` seconds."""
+        """Stop the running job (viewer or panel closing) and wait up to ``timeout`` seconds.
+
+        Once only: a second call (the viewer's Close, then the widget's ``destroyed``)
+        returns at once. The job is cancelled and, if paused, resumed: the worker sends
+        it on, :meth:`Job._run` sees the cancel after its ``yield`` and closes the
+        engine's generator (its ``finally`` blocks run). The worker's own ``quit`` is not
+        used: superqt checks it before a pending resume, so a paused generator would
+        stay suspended, never closed, and the wait would last the whole timeout.
+        """
+        if self._closed:
+            return
         self._closed = True
         for ref in self.on_shutdown:
             cb = ref()
@@ -306,9 +319,7 @@ class JobRunner:
         job = self.job
         if job is None:
             return
-        job.cancel()
-        if job.worker is not None:
-            job.worker.quit()
+        job.cancel()  # sets the flag Job._run checks after each event, and resumes
         job.wait(timeout)
 
 
@@ -323,32 +334,45 @@ def _report(what: str, exc: BaseException, callback: Callable[[BaseException], N
 
 
 def stop_on_close(widget: Any, runner: JobRunner, viewer: Any = None) -> None:
-    """Stop ``runner``'s job when the viewer's window closes or ``widget`` is destroyed.
+    """Stop ``runner``'s job when the viewer's window closes, ``widget`` is taken out of
+    its dock panel (the panel's X button), or ``widget`` is destroyed.
 
     The viewer's main window gets an event filter (its Close event arrives
     before the widgets are deleted); the widget's top-level window too, once
-    it is shown (a widget docked in a viewer created elsewhere).
+    it is shown (a widget docked in a viewer created elsewhere). The widget
+    itself is watched for the parent change napari's dock close button makes
+    (``setParent(None)``, the widget is not deleted: the running job's
+    callbacks would keep it alive and training would run on unseen).
     """
     from qtpy.QtCore import QEvent, QObject
     from qtpy.QtWidgets import QApplication
 
+    wref = weakref.ref(widget)  # no widget -> closure -> widget cycle: it would keep the viewer
+    docked = [widget.parent() is not None]
+
     class _Watcher(QObject):
         def eventFilter(self, obj: Any, event: Any) -> bool:  # noqa: N802 - Qt API
-            if event.type() == QEvent.Type.Close:
+            kind = event.type()
+            if kind == QEvent.Type.ParentChange and obj is wref():
+                if obj.parent() is not None:
+                    docked[0] = True
+                elif docked[0]:  # taken out of its dock (napari's remove_dock_widget)
+                    runner.shutdown()
+            elif kind == QEvent.Type.Close:
                 runner.shutdown()
             return False
 
     watcher = _Watcher(widget)
+    widget.installEventFilter(watcher)
     installed: list[Any] = []  # weak references: a strong one would keep the viewer alive
 
     def install(win: Any) -> None:
-        if win is not None and all(r() is not win for r in installed):
+        if win is not None and win is not wref() and all(r() is not win for r in installed):
             win.installEventFilter(watcher)
             installed.append(weakref.ref(win))
 
     qt_window = getattr(getattr(viewer, "window", None), "_qt_window", None)
     install(qt_window)
-    wref = weakref.ref(widget)  # no widget -> closure -> widget cycle: it would keep the viewer
 
     def install_on_window() -> None:  # called from the widget's showEvent
         w = wref()
