@@ -161,7 +161,7 @@ def test_label_maps_with_many_values(tmp_path, name, intent, n_values, expected)
 
 
 def test_scaled_mask_opens_as_labels(tmp_path):
-    """BraTS' brainmask.nii.gz: int32 with slope 2.3e-10 and intercept 0.5 stores 1 as 0.99999997."""
+    """BraTS brainmask.nii.gz: int32, slope 2.3e-10, intercept 0.5: 1 is stored as 0.99999997."""
     import nibabel as nib
 
     raw = np.full((6, 6, 4), -2147483648, np.int32)

@@ -256,3 +256,168 @@ def test_nsd_tolerance_is_the_users(make_napari_viewer, qtbot):
     assert _col(w, "NSD") == [loose["1"], loose["2"]]
     assert loose["1"] > tight["1"]  # a wider tolerance forgives the missed strip
     assert "tolerance 4 mm" in w.status.text()
+
+
+def test_closing_the_plot_panel_docks_a_new_one(make_napari_viewer, qtbot):
+    """napari deletes a closed panel (deleteLater): the next recompute docks a new one."""
+    from qtpy.QtCore import QCoreApplication, QEvent
+
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    old = w.plot_dock
+    old.title.close_button.click()  # the user closes the 'per-slice metrics' panel
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+    layer = viewer.layers["prediction"]
+    layer.paint((7, 5, 5), 1)
+    w.compare()  # raised RuntimeError (deleted C++ object) before the fix
+    _settle(qtbot, w)
+    assert w.plot_dock is not old
+    assert w.plot_dock.isVisibleTo(viewer.window._qt_window)
+    assert w.plot.parentWidget() is not None
+    assert _col(w, "Dice")[0] == M.dice_per_class(np.asarray(layer.data), ref)[1]
+
+
+def test_reused_outputs_follow_the_new_pairs_grid(make_napari_viewer, qtbot):
+    """Another pair of the same shape elsewhere: the overlay moves onto its grid."""
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    ov = w.overlay_layer
+    viewer.add_labels(pred.copy(), name="pred B", scale=(3.0, 0.5, 0.5), translate=(100, 50, 50))
+    viewer.add_labels(ref.copy(), name="ref B", scale=(3.0, 0.5, 0.5), translate=(100, 50, 50))
+    w.set_layers("pred B", "ref B")
+    qtbot.waitUntil(lambda: not w.busy and w.seg is not None, timeout=20000)
+    assert w.overlay_layer is ov  # reused, not a new layer
+    np.testing.assert_allclose(ov.scale, (3.0, 0.5, 0.5))
+    np.testing.assert_allclose(ov.translate, (100, 50, 50))
+    assert ov.metadata["spacing"] == (3.0, 0.5, 0.5)
+    np.testing.assert_allclose(ov.metadata["affine"], L.layer_to_array(viewer.layers["ref B"],
+                                                                        copy=False).affine)
+    assert "medseg_metrics" in ov.metadata
+
+
+def test_reused_restoration_maps_follow_the_new_pairs_grid(make_napari_viewer, qtbot):
+    rng = np.random.default_rng(1)
+    clean = rng.random((8, 24, 24)).astype(np.float32)
+    viewer = make_napari_viewer()
+    viewer.add_image(clean + 0.1, name="restored")
+    viewer.add_image(clean, name="clean")
+    viewer.add_image(clean + 0.2, name="restored B", scale=(2, 2, 2), translate=(5, 0, 0))
+    viewer.add_image(clean, name="clean B", scale=(2, 2, 2), translate=(5, 0, 0))
+    w = _widget(viewer, qtbot)
+    w.set_layers("restored", "clean")
+    _settle(qtbot, w)
+    maps = (w.ssim_layer, w.error_layer)
+    w.set_layers("restored B", "clean B")
+    qtbot.waitUntil(lambda: not w.busy and w.restore is not None
+                    and np.allclose(w.error_layer.data, 0.2, atol=1e-5), timeout=20000)
+    assert (w.ssim_layer, w.error_layer) == maps
+    for layer in maps:
+        np.testing.assert_allclose(layer.scale, (2, 2, 2))
+        np.testing.assert_allclose(layer.translate, (5, 0, 0))
+
+
+@pytest.mark.parametrize("where", [{"scale": (2.0, 1.0, 1.0)}, {"translate": (0, 10, 0)}])
+def test_one_shape_on_two_grids_is_refused(make_napari_viewer, qtbot, where):
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    kw = {"scale": SCALE, **where}
+    viewer.add_labels(ref.copy(), name="elsewhere", **kw)
+    w.set_layers("prediction", "elsewhere")
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
+    text = w.status.text()
+    assert "'prediction'" in text and "'elsewhere'" in text and "one grid" in text
+    assert str(tuple(float(s) for s in kw["scale"])) in text
+    assert "ff7070" in w.status.styleSheet()  # red
+    assert w.seg is None and w.dist is None and not w.table.isVisibleTo(w)
+    assert not w.csv_btn.isEnabled() and not w.overlay_layer.visible
+    # the same grid again: numbers, overlay and export come back
+    w.set_layers("prediction", "reference")
+    _settle(qtbot, w)
+    assert w.table.isVisibleTo(w) and w.csv_btn.isEnabled() and w.overlay_layer.visible
+
+
+def test_a_shape_mismatch_clears_the_previous_results(make_napari_viewer, qtbot, tmp_path):
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    viewer.add_labels(np.ones((12, 20, 19), np.int32), name="other case", scale=SCALE)
+    w.set_layers("prediction", "other case")
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
+    assert "differ in shape" in w.status.text() and "ff7070" in w.status.styleSheet()
+    assert not w.table.isVisibleTo(w)
+    assert not w.csv_btn.isEnabled() and not w.png_btn.isEnabled()
+    assert not w.overlay_layer.visible
+    assert w.plot.n_slices == 0
+    with pytest.raises(ValueError, match="Nothing to export"):
+        w.export_csv(tmp_path / "stale.csv")
+
+
+def test_worker_errors_reach_the_status_line(make_napari_viewer, qtbot, monkeypatch):
+    from napari_medseg.gui import workers
+
+    monkeypatch.setattr(workers, "show_error", lambda msg: None)  # no notification popups
+    rng = np.random.default_rng(0)
+    viewer = make_napari_viewer()
+    viewer.add_image(rng.random((2, 40)).astype(np.float32), name="tiny pred")
+    viewer.add_image(rng.random((2, 40)).astype(np.float32), name="tiny ref")
+    w = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(w, name="metrics")
+    w.set_layers("tiny pred", "tiny ref")
+    qtbot.waitUntil(lambda: not w.busy and "SSIM…" not in w.status.text(), timeout=10000)
+    assert "too small for SSIM" in w.status.text()
+    assert "ff7070" in w.status.styleSheet()
+    assert not w.csv_btn.isEnabled()
+
+
+def test_surface_distance_errors_reach_the_status_line(make_napari_viewer, qtbot, monkeypatch):
+    from napari_medseg.gui import workers
+
+    monkeypatch.setattr(workers, "show_error", lambda msg: None)
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+
+    def broken(*a, **k):
+        raise MemoryError("no room for the distance transform")
+
+    monkeypatch.setattr(M, "evaluate_segmentation", broken)
+    w.compare()
+    qtbot.waitUntil(lambda: not w.busy and "failed" in w.status.text(), timeout=10000)
+    assert "no room for the distance transform" in w.status.text()
+    assert "ff7070" in w.status.styleSheet()
+    assert w.table.isVisibleTo(w)  # the Dice column is still right
+
+
+def test_label_set_is_found_in_the_worker_not_the_gui_thread(make_napari_viewer, qtbot,
+                                                             monkeypatch):
+    """A full np.unique of both volumes held the GUI ~0.2 s per stroke on a BraTS volume."""
+    import threading
+
+    from napari_medseg.gui import metrics_compute as C
+
+    monkeypatch.setattr(C, "SYNC_MAX_VOXELS", 0)  # every volume counts as big
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    viewer.layers["prediction"].paint((7, 5, 5), 1)
+    calls = []
+    real = np.unique
+
+    def spy(*a, **k):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return real(*a, **k)
+
+    monkeypatch.setattr(np, "unique", spy)
+    w.recompute()
+    in_gui = list(calls)
+    _settle(qtbot, w)
+    qtbot.waitUntil(lambda: not w.busy, timeout=10000)
+    monkeypatch.setattr(np, "unique", real)
+    assert not any(in_gui)  # recompute() itself: no pass over the volumes
+    assert calls.count(False) >= 2  # the distance job found the labels
+    fixed = np.asarray(viewer.layers["prediction"].data)
+    rep = M.evaluate_segmentation(fixed, ref, spacing=SCALE)
+    assert _col(w, "HD95 mm") == [rep["hd95_mm"]["1"], rep["hd95_mm"]["2"]]

@@ -230,3 +230,23 @@ def test_widget_is_contributed_by_the_plugin(make_napari_viewer):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Compare raters")
     assert isinstance(widget, RatersWidget)
+
+
+def test_highlight_follows_the_raters_to_another_grid(make_napari_viewer, qtbot, phantom):
+    """The 'vs consensus' layer is reused only while it lies on the compared raters' grid."""
+    viewer = _viewer(make_napari_viewer, phantom)
+    w = _widget(viewer)
+    w.set_raters(["rater 1", "rater 2"])
+    _run(qtbot, w)
+    first = w.highlight(0)
+    np.testing.assert_allclose(first.translate, TRANSLATE)
+    for k in (0, 1):  # the same masks, placed elsewhere
+        viewer.add_labels(phantom.raters[k], name=f"moved {k}", scale=(2.0, 2.0, 3.0),
+                          translate=(100.0, 50.0, 50.0))
+    w.set_raters(["moved 0", "moved 1"])
+    _run(qtbot, w)
+    moved = w.highlight(0)
+    assert moved is not first and first in viewer.layers  # the earlier one is left as it was
+    np.testing.assert_allclose(moved.scale, (2.0, 2.0, 3.0))
+    np.testing.assert_allclose(moved.translate, (100.0, 50.0, 50.0))
+    np.testing.assert_allclose(first.translate, TRANSLATE)

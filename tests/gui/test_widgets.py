@@ -417,3 +417,149 @@ def test_predict_widget_loads_models_and_refuses_foreign_files(make_napari_viewe
     entry = w.load_model(str(tmp_path / "m.pt"))
     assert entry is not None and entry.name == "m.pt"
     assert w.store.models["m.pt"] is entry
+
+
+def _untrained(channel_names, *, dims=2):
+    """An untrained 2-channel model (a real checkpoint) for the prediction widget's checks."""
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.models import build_model
+    from napari_medseg.gui.model_store import StoredModel
+
+    mc = ModelConfig(spatial_dims=dims, in_channels=len(channel_names), out_channels=5,
+                     base_width=4, depth=2)
+    ck = Checkpoint(mc, TrainConfig(patch_size=(16,) * dims), LabelMapping((0, 1, 2, 3, 4)), (),
+                    None, build_model(mc).state_dict(), channel_names=list(channel_names))
+    return StoredModel("two-channel model", ck)
+
+
+@pytest.mark.parametrize("model, layers, expected", [
+    (["T1", "FLAIR"], ["case2 flair", "case2 t1"], ["case2 t1", "case2 flair"]),
+    (["/d/flair.nii.gz", "/d/t1c.nii.gz"], ["p4 t1c", "p4 flair"], ["p4 flair", "p4 t1c"]),
+    (["t1", "t1c"], ["p t1c", "p t1"], ["p t1", "p t1c"]),  # "t1" is inside "t1c"
+    (["T1", "FLAIR"], ["a", "b"], None),                    # nothing to go by: list order
+    (["T1", "T1"], ["x t1", "y t1"], None),                 # ambiguous
+])
+def test_match_channels(model, layers, expected):
+    from napari_medseg.gui.predict_widget import match_channels
+
+    assert match_channels(model, layers) == expected
+
+
+def test_predict_feeds_channels_in_the_models_order_and_says_so(make_napari_viewer, small):
+    """A new case opened FLAIR first must not give the model swapped inputs."""
+    from napari_medseg.gui.predict_widget import WHOLE, PredictWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(small.flair, name="case2 flair")
+    viewer.add_image(small.t1, name="case2 t1")
+    p = PredictWidget(viewer)
+    p.store.add(_untrained(["T1", "FLAIR"]))
+    p.set_channels([])
+    p.channel_list.check_only(["case2 flair", "case2 t1"])
+    assert p.checked_channels() == ["case2 flair", "case2 t1"]  # the viewer's order
+    plan = p.plan(p.selected_model(), WHOLE)
+    np.testing.assert_array_equal(plan.channels[0], small.t1)
+    np.testing.assert_array_equal(plan.channels[1], small.flair)
+    assert plan.note.startswith("Channels: T1 <- 'case2 t1', FLAIR <- 'case2 flair'.")
+
+    # names that say nothing: the list order, which follows the viewer's and is shown
+    viewer.layers["case2 flair"].name = "a"
+    viewer.layers["case2 t1"].name = "b"
+    assert p.checked_channels() == ["a", "b"]  # still checked after the renames
+    viewer.layers.move(1, 0)
+    assert p.checked_channels() == ["b", "a"]
+    plan = p.plan(p.selected_model(), WHOLE)
+    np.testing.assert_array_equal(plan.channels[0], small.t1)
+    assert "T1 <- 'b', FLAIR <- 'a'" in plan.note
+
+
+def test_renamed_layers_stay_chosen_in_every_widget(make_napari_viewer, small):
+    from napari_medseg.gui.raters_widget import RatersWidget
+    from napari_medseg.gui.restore_widget import RestoreWidget
+
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer)
+    r = RatersWidget(viewer)
+    viewer.add_labels((small.labels == 4).astype(np.int32), name="rater A")
+    viewer.add_labels((small.labels == 4).astype(np.int32), name="rater B")
+    r.set_raters(["rater A", "rater B"])
+    s = RestoreWidget(viewer)
+    assert s.checked_images() == ["T1"]
+
+    viewer.layers["T1"].name = "T1 pre-op"
+    viewer.layers["tissue"].name = "tissue v2"
+    viewer.layers["rater A"].name = "rater A (Jo)"
+    assert w.checked_channels() == ["T1 pre-op", "FLAIR"]
+    assert w.labels_combo.currentText() == "tissue v2"
+    assert r.checked_raters() == ["rater A (Jo)", "rater B"]
+    assert s.checked_images() == ["T1 pre-op"]
+    inp = w.collect_inputs()
+    assert [c.name for c in inp.channels] == ["T1 pre-op", "FLAIR"] and inp.labels.name == \
+        "tissue v2"
+    assert len(r.collect_inputs()) == 2
+
+
+def test_layers_on_other_grids_are_refused(make_napari_viewer, small):
+    from napari_medseg.gui.predict_widget import WHOLE, PredictWidget
+
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer)
+    viewer.layers["FLAIR"].translate = (45.0, -3.0, 2.0)  # same shape, 40 mm away
+    assert not w.start_training()
+    assert "'T1'" in w.status.text() and "'FLAIR'" in w.status.text()
+    assert "do not lie on one grid" in w.status.text()
+    p = PredictWidget(viewer)
+    p.store.add(_untrained(["T1", "FLAIR"]))
+    p.set_channels(["T1", "FLAIR"])
+    with pytest.raises(ValueError, match="do not lie on one grid"):
+        p.plan(p.selected_model(), WHOLE)
+    viewer.layers["FLAIR"].translate = TRANSLATE
+    viewer.layers["tissue"].scale = (2.0, 2.0, 2.0)
+    w.set_channels(["T1", "FLAIR"])
+    assert not w.start_training() and "Image and labels 'T1'" in w.status.text()
+    assert not w.runner.busy
+
+
+def test_stop_before_the_first_step_keeps_no_model(make_napari_viewer, qtbot, small,
+                                                   monkeypatch):
+    import threading
+
+    from napari_medseg.gui import train_widget
+
+    gate = threading.Event()
+    real = train_widget._train_job
+
+    def gated(*args, **kwargs):  # the worker waits until Stop was pressed
+        gate.wait(20)
+        return (yield from real(*args, **kwargs))
+
+    monkeypatch.setattr(train_widget, "_train_job", gated)
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer, minutes=5)
+    assert w.start_training()
+    w.stop()
+    gate.set()
+    qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=60000)
+    assert w.last_result.steps == 0 and w.last_result.stopped
+    assert w.current is None and not w.store.models
+    assert "no model was kept" in w.status.text()
+
+
+def test_training_again_after_closing_the_curves_panel(make_napari_viewer, qtbot, small):
+    from napari_medseg.gui.plot import is_docked
+
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer, epochs=1, steps=2)
+    viewer.window.add_dock_widget(w, name="train")
+    assert w.start_training()
+    qtbot.waitUntil(lambda: w.last_result is not None and _idle(w), timeout=60000)
+    dock = w._plot_dock
+    dock.title.close_button.click()  # napari deletes the dock, keeps the plot
+    assert not is_docked(w.plot, dock)
+    first = w.last_result
+    assert w.start_training(), w.status.text()
+    qtbot.waitUntil(lambda: w.last_result is not first and _idle(w), timeout=60000)
+    assert is_docked(w.plot, w._plot_dock)
+    assert "medseg training curves" in viewer.window._dock_widgets

@@ -213,3 +213,83 @@ def slider_axis(viewer: Any, layer: Any) -> int | None:
     offset = viewer.dims.ndim - layer.ndim
     hidden = [a - offset for a in viewer.dims.not_displayed if a - offset >= 0]
     return hidden[-1] if hidden else None
+
+
+#: Layers whose scale, translate or affine differ by less than this (mm) share one grid.
+GRID_TOLERANCE_MM = 0.01
+
+
+def grid_problem(a: LayerArray, b: LayerArray, what: str = "Layers") -> str | None:
+    """Why ``a`` and ``b`` do not lie on one voxel grid (shape, scale, place), or None.
+
+    Voxels pair by index in training and comparison, so two layers of one shape
+    placed apart in the viewer would pair voxels that do not overlap on screen.
+    """
+    if a.shape != b.shape:
+        return (f"{what} '{a.name}' {a.shape} and '{b.name}' {b.shape} differ in shape; they "
+                "must share one grid (resample one onto the other).")
+    tol = GRID_TOLERANCE_MM
+    if not (np.allclose(a.spacing, b.spacing, rtol=0, atol=tol)
+            and np.allclose(a.translate, b.translate, rtol=0, atol=tol)
+            and np.allclose(a.affine, b.affine, rtol=0, atol=tol)):
+        def where(x: LayerArray) -> str:
+            return (f"scale {tuple(round(v, 4) for v in x.spacing)}, translate "
+                    f"{tuple(round(v, 3) for v in x.translate)}")
+
+        return (f"{what} '{a.name}' ({where(a)}) and '{b.name}' ({where(b)}) do not lie on one "
+                "grid: their voxels would pair up although they do not overlap on screen. "
+                "Give them the same scale and translate (layer properties) first.")
+    return None
+
+
+def get_layer(viewer: Any, name: str) -> Any:
+    """The layer called ``name``; an InputError saying so when it has gone (removed or renamed)."""
+    if name in viewer.layers:
+        return viewer.layers[name]
+    from napari_medseg.gui.widget_base import InputError
+
+    raise InputError(f"Layer '{name}' is no longer in the viewer (removed or renamed); pick "
+                     "the inputs again.")
+
+
+class LayerNameWatch:
+    """Call ``on_rename(old, new)`` whenever a layer of ``viewer`` is renamed.
+
+    napari's layer-list events say nothing about names; the widgets' pickers list
+    layers by name, so without this a rename left them pointing at nothing. The
+    owner keeps this object (napari holds bound-method callbacks weakly).
+    """
+
+    def __init__(self, viewer: Any, on_rename: Any) -> None:
+        self._names: dict[int, str] = {}
+        self._on_rename = on_rename
+        viewer.layers.events.inserted.connect(self._inserted)
+        for layer in viewer.layers:
+            self._watch(layer)
+
+    def _watch(self, layer: Any) -> None:
+        self._names[id(layer)] = layer.name
+        layer.events.name.connect(self._renamed)
+
+    def _inserted(self, event: Any) -> None:
+        self._watch(event.value)
+
+    def _renamed(self, event: Any) -> None:
+        layer = event.source
+        old, new = self._names.get(id(layer)), str(layer.name)
+        self._names[id(layer)] = new
+        if old is not None and old != new:
+            self._on_rename(old, new)
+
+
+def rename_in_pickers(pickers: Sequence[Any], old: str, new: str) -> None:
+    """Rename ``old`` to ``new`` in layer pickers (combo boxes, list widgets), keeping choices."""
+    for w in pickers:
+        if hasattr(w, "findText"):  # QComboBox
+            i = w.findText(old)
+            if i >= 0:
+                w.setItemText(i, new)
+        else:  # QListWidget: the item keeps its check state
+            for i in range(w.count()):
+                if w.item(i).text() == old:
+                    w.item(i).setText(new)

@@ -106,15 +106,26 @@ def overlap_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
     return factory
 
 
+def present_labels(pred: np.ndarray, ref: np.ndarray) -> list[int]:
+    """The non-zero labels of either array (a full pass over both: keep it off the GUI
+    thread for big volumes)."""
+    p, r = as_labels(pred), as_labels(ref)
+    return [int(v) for v in np.union1d(np.unique(p), np.unique(r)) if v != 0]
+
+
 def distance_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
-                 labels: Sequence[int], tolerance_mm: float, token: int
+                 tolerance_mm: float, token: int, labels: Sequence[int] | None = None
                  ) -> Callable[[Callable[[], bool]], Generator[Any, None, DistancePart]]:
-    """JobRunner factory: HD95 and NSD per class via ``evaluate_segmentation``."""
+    """JobRunner factory: HD95 and NSD per class via ``evaluate_segmentation``.
+
+    ``labels`` None: every non-zero label of either array, found in the worker."""
     def factory(should_stop: Callable[[], bool]) -> Generator[Any, None, DistancePart]:
         yield from ()
         t0 = time.perf_counter()
-        rep = M.evaluate_segmentation(as_labels(pred), as_labels(ref), spacing=spacing,
-                                      labels=list(labels), tolerance_mm=tolerance_mm)
+        p, r = as_labels(pred), as_labels(ref)
+        todo = present_labels(p, r) if labels is None else list(labels)
+        rep = M.evaluate_segmentation(p, r, spacing=spacing, labels=todo,
+                                      tolerance_mm=tolerance_mm)
         return DistancePart(token, rep, time.perf_counter() - t0, tolerance_mm)
     return factory
 

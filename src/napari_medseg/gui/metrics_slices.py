@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QFileDialog
 from napari_medseg.core import metrics as M
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.metrics_table import COL, set_cell
+from napari_medseg.gui.plot import is_docked
 
 
 class SlicesAndExportMixin:
@@ -35,10 +36,11 @@ class SlicesAndExportMixin:
 
     # ------------------------------------------------------------ plot and slices
     def _ensure_plot_docked(self) -> None:
-        if self.plot_dock is None:
+        if is_docked(self.plot, self.plot_dock):
+            self.plot_dock.setVisible(True)
+        else:  # never docked, or the user closed the panel
             self.plot_dock = self.viewer.window.add_dock_widget(
                 self.plot, name="per-slice metrics", area="bottom")
-        self.plot_dock.setVisible(True)
 
     def _update_plot(self) -> None:
         if self.seg is not None and self.seg.slices is not None:

@@ -59,6 +59,9 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self.ssim_layer: Any = None
         self.error_layer: Any = None
         self.plot_dock: Any = None
+        #: Output layers this widget hid when the inputs became unusable (shown again with
+        #: the next result; the layers the user hid stay hidden).
+        self._hidden: list[Any] = []
         self._wired: list[tuple[Any, Any]] = []
         self._rerun = {"fast": False, "dist": False}
         self._axis: int | None = None
@@ -249,19 +252,51 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         elif isinstance(pl, Image) and isinstance(rl, Image):
             mode = "restore"
         else:
-            self._show_mode(None)
-            return self._say(f"'{pl.name}' is a {type(pl).__name__} layer and '{rl.name}' a "
-                             f"{type(rl).__name__} layer; pick two Labels layers (segmentation) "
-                             "or two Image layers (restoration).", error=True)
+            return self._refuse(f"'{pl.name}' is a {type(pl).__name__} layer and '{rl.name}' a "
+                                f"{type(rl).__name__} layer; pick two Labels layers "
+                                "(segmentation) or two Image layers (restoration).")
         if pl.data.shape != rl.data.shape:
-            return self._say(f"'{pl.name}' {tuple(pl.data.shape)} and '{rl.name}' "
-                             f"{tuple(rl.data.shape)} differ in shape; resample one onto the "
-                             "other's grid.", error=True)
+            return self._refuse(f"'{pl.name}' {tuple(pl.data.shape)} and '{rl.name}' "
+                                f"{tuple(rl.data.shape)} differ in shape; resample one onto the "
+                                "other's grid.")
+        off_grid = L.grid_problem(L.layer_to_array(pl, copy=False),
+                                  L.layer_to_array(rl, copy=False))
+        if off_grid:
+            return self._refuse(off_grid)
         self._show_mode(mode)
         self.token += 1
         self._axis = self._slice_axis(rl)
         (self._recompute_segmentation if mode == "segment" else self._recompute_restoration)(
             pl, rl)
+
+    def _refuse(self, text: str) -> None:
+        """Unusable inputs: say why (in red) and take down the previous pair's results, so no
+        number, overlay or export of another pair stays on show."""
+        self.token += 1  # results of the previous pair still on their way are dropped
+        self.seg = self.dist = self.restore = None
+        self._show_mode(None)
+        self._hide_outputs()
+        self.plot.clear("no numbers for this pair (the Metrics panel says why)")
+        self._say(text, error=True)
+
+    def _hide_outputs(self) -> None:
+        for attr in ("overlay_layer", "ssim_layer", "error_layer"):
+            layer = getattr(self, attr)
+            if layer is not None and layer in self.viewer.layers and layer.visible:
+                layer.visible = False
+                self._hidden.append(layer)
+
+    def _job_failed(self, token: int, what: str, exc: BaseException, *,
+                    clear: bool = True) -> None:
+        """A worker job of recompute ``token`` raised: the reason in red on the status line
+        (and, for the main numbers, nothing stale left on show)."""
+        if token != self.token:
+            return  # inputs changed since: a newer recompute speaks for them
+        msg = f"{what} failed: {str(exc) or type(exc).__name__}"
+        if clear:
+            self._refuse(msg)
+        else:
+            self._say(msg, error=True)
 
     def _recompute_segmentation(self, pl: Any, rl: Any) -> None:
         big = int(np.prod(rl.data.shape)) > C.SYNC_MAX_VOXELS
@@ -274,10 +309,12 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
                 self.runner.job.cancel()  # type: ignore[union-attr]
             else:
                 self._say("computing Dice…")
+                token = self.token
                 self.runner.start(C.overlap_job(pa.data, ra.data, spacing=ra.spacing,
                                                 axis=self._axis, map_label=label,
-                                                token=self.token),
+                                                token=token),
                                   on_done=self._show_overlap, warm=False,
+                                  on_error=lambda e: self._job_failed(token, "Dice", e),
                                   on_finished=lambda: self._after("fast"))
         else:
             self._show_overlap(C.overlap_part(pa.data, ra.data, spacing=ra.spacing,
@@ -291,11 +328,12 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             self._rerun["dist"] = True
             self.dist_runner.job.cancel()  # type: ignore[union-attr]
             return
-        labels = [int(v) for v in np.union1d(np.unique(pa.data), np.unique(ra.data)) if v != 0]
+        token = self.token  # the labels are found in the job: a full pass over both volumes
         self.dist_runner.start(C.distance_job(pa.data, ra.data, spacing=ra.spacing,
-                                              labels=labels, tolerance_mm=self.nsd_spin.value(),
-                                              token=self.token),
+                                              tolerance_mm=self.nsd_spin.value(), token=token),
                                on_done=self._show_distances, warm=False,
+                               on_error=lambda e: self._job_failed(
+                                   token, "Surface distances (HD95, NSD)", e, clear=False),
                                on_finished=lambda: self._after("dist"))
 
     def _after(self, which: str) -> None:
@@ -311,8 +349,10 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             self.runner.job.cancel()  # type: ignore[union-attr]
             return
         self._say("computing SSIM…")
-        self.runner.start(C.restoration_job(pa.data, ra.data, axis=self._axis, token=self.token),
+        token = self.token
+        self.runner.start(C.restoration_job(pa.data, ra.data, axis=self._axis, token=token),
                           on_done=self._show_restoration, warm=False,
+                          on_error=lambda e: self._job_failed(token, "PSNR / SSIM", e),
                           on_finished=lambda: self._after("fast"))
 
     # ------------------------------------------------------------ results
@@ -371,17 +411,43 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
 
     def _output(self, attr: str, data: np.ndarray, name: str, kind: str, **kw: Any) -> Any:
         layer = getattr(self, attr)
+        assert self.like is not None
         if layer is not None and layer in self.viewer.layers and layer.data.shape == data.shape:
+            self._place(layer, self.like)  # the pair may have changed: its grid, not the old
             layer.data = data
             for k in ("contrast_limits",):
                 if k in kw:
                     setattr(layer, k, kw[k])
+            if layer in self._hidden:  # hidden by a refusal, not by the user
+                layer.visible = True
+            self._hidden = [h for h in self._hidden if h is not layer]
             return layer
-        assert self.like is not None
         layer = L.add_array(self.viewer, data, self.like, name, kind=kind,
                             metadata={OUTPUT_KEY: True}, **kw)
         setattr(self, attr, layer)
         return layer
+
+    @staticmethod
+    def _place(layer: Any, like: L.LayerArray) -> None:
+        """Put a reused output ``layer`` on ``like``'s grid (scale, translate, rotate, shear,
+        affine and the geometry metadata), as :func:`~napari_medseg.gui.layers.add_array`
+        places a new one; nothing is set when it already sits there."""
+        geo, nd = like.geometry, len(like.spacing)
+        have = L.layer_to_array(layer, copy=False).geometry  # read as layers.py reads them
+        # layer_to_array leaves out an identity rotate / affine and a zero shear
+        default = {"rotate": np.eye(nd), "shear": np.zeros(nd * (nd - 1) // 2),
+                   "affine": np.eye(nd + 1)}
+        for key in ("scale", "translate", "rotate", "shear", "affine"):
+            value = np.asarray(geo.get(key, default.get(key)), float)
+            cur = np.asarray(have.get(key, default.get(key)), float)
+            if cur.shape != value.shape or not np.allclose(cur, value):
+                setattr(layer, key, value)
+        meta = geo.get("metadata", {})
+        old = layer.metadata or {}
+        if any(k not in meta and k in old for k in ("affine", "spacing", "source_path")) or \
+                any(k not in old or not _same(old[k], v) for k, v in meta.items()):
+            layer.metadata = {**{k: v for k, v in old.items()
+                                 if k not in ("affine", "spacing", "source_path")}, **meta}
 
     def _update_overlay(self, res: C.OverlapPart) -> None:
         from napari.utils.colormaps import DirectLabelColormap
@@ -407,3 +473,11 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self._update_plot()
         self._say(f"PSNR, SSIM ({res.win_size}-voxel window, data range "
                   f"{res.report['data_range']:g}) in {res.seconds:.2f} s.")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal metadata values (arrays compared by value)."""
+    try:
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+    except Exception:  # noqa: BLE001 - values numpy cannot compare
+        return a == b

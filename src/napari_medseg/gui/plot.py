@@ -15,6 +15,26 @@ PALETTE = ["#ff6e6e", "#59c1ff", "#ffd24d", "#7be07b", "#d08cff", "#ff9f43", "#4
            "#f27ec0"]
 
 
+def is_docked(widget: Any, dock: Any) -> bool:
+    """Whether ``widget`` still sits in the dock panel ``dock``.
+
+    Closing a panel with its X makes napari take the widget out (``setParent(None)``)
+    and delete the dock (``deleteLater``): the old dock must never be touched again,
+    and the widget goes in a new one.
+    """
+    if dock is None:
+        return False
+    try:
+        w = widget
+        while w is not None:
+            if w is dock:
+                return True
+            w = w.parentWidget()
+    except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+        pass
+    return False
+
+
 class CurvePlot(QWidget):
     """Training loss (top) and validation Dice per class (bottom) against step."""
 

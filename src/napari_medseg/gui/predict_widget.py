@@ -9,6 +9,7 @@ viewer's slider, for a fast preview.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,38 @@ from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import InputError, MedsegWidget, device_combo
 
 WHOLE, SLICE = "whole volume", "displayed slice (preview)"
+
+
+def channel_label(name: str) -> str:
+    """A model channel's short name (a CLI-trained model stores paths: ``.../flair.nii.gz``)."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".png"):
+        if base.lower().endswith(suffix):
+            return base[: -len(suffix)]
+    return base
+
+
+def match_channels(model_channels: Sequence[str], layers: Sequence[str]) -> list[str] | None:
+    """Order ``layers`` as the model's channels when each name points at exactly one layer.
+
+    ``T1``/``FLAIR`` (or ``.../t1.nii.gz``) match the layers ``case2 t1`` and
+    ``case2 flair`` whatever their order in the viewer: a layer name containing
+    the channel's short name, ignoring case. None when any channel matches no
+    layer or several, or two channels the same layer: then the list order stands.
+    """
+    if not model_channels or len(model_channels) != len(layers):
+        return None
+    keys = [channel_label(c).lower() for c in model_channels]
+    picked = []
+    for key in keys:
+        hits = [x for x in layers if key and key in x.lower()]
+        if len(hits) != 1:
+            # "t1" is inside "t1c": prefer the layer whose name ends with the key
+            hits = [x for x in hits if x.lower().rstrip().endswith(key)]
+            if len(hits) != 1:
+                return None
+        picked.append(hits[0])
+    return picked if len(set(picked)) == len(picked) else None
 
 
 @dataclass(frozen=True)
@@ -58,6 +91,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         self.runner = JobRunner("prediction")
         stop_on_close(self, self.runner, napari_viewer)
         self.runner.on_shutdown.append(weakref.WeakMethod(self._close_pbar))
+        self.runner.on_shutdown.append(weakref.WeakMethod(self._shutting_down))
+        self._shut = False  # the viewer or widget is closing: add no more result layers
         self._pbar: Any = None
         self.last_layers: list[Any] = []
         #: True while result layers are being added (one per event-loop turn).
@@ -67,6 +102,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         ev = self.viewer.layers.events
         ev.inserted.connect(self._layers_changed)
         ev.removed.connect(self._layers_changed)
+        ev.reordered.connect(self._layers_changed)  # the list order is the channel order
+        self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
         self._models_changed()
         self._layers_changed()
 
@@ -144,6 +181,13 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         pick = want if want and all(w in names for w in want) else names[:n]
         self.channel_list.check_only(pick)
 
+    def _layer_renamed(self, old: str, new: str) -> None:
+        L.rename_in_pickers([self.channel_list], old, new)
+        order = getattr(self, "_order", None)
+        if order:
+            self._order = [new if n == old else n for n in order]
+        self._layers_changed()
+
     def _layers_changed(self, *_: Any) -> None:
         checked = set(self.checked_channels())
         names = [lay.name for lay in L.image_layers(self.viewer, inputs_only=True)]
@@ -171,15 +215,17 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             names = order
         elif ck.channel_names and set(ck.channel_names) == set(names):
             names = list(ck.channel_names)
+        else:
+            names = match_channels(ck.channel_names, names) or names
         n = ck.model_config.in_channels
         if len(names) != n:
             want = f" ({', '.join(ck.channel_names)})" if ck.channel_names else ""
             raise InputError(f"The model expects {n} channel(s){want}; {len(names)} checked.")
-        chans = [L.layer_to_array(self.viewer.layers[x]) for x in names]
+        chans = [L.layer_to_array(L.get_layer(self.viewer, x)) for x in names]
         for c in chans[1:]:
-            if c.shape != chans[0].shape:
-                raise InputError(f"Channels '{chans[0].name}' {chans[0].shape} and '{c.name}' "
-                                 f"{c.shape} differ in shape; all channels must share one grid.")
+            problem = L.grid_problem(chans[0], c, "Channels")
+            if problem:
+                raise InputError(problem)
         nd = chans[0].data.ndim
         if nd not in (2, 3):
             raise InputError(f"'{chans[0].name}' is {nd}D; only 2D and 3D images.")
@@ -190,12 +236,16 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         like = chans[0]
         arrays = [c.data for c in chans]
         note = ""
+        if n > 1:  # the order matters and is easy to get wrong: say it
+            want = list(ck.channel_names) or [f"channel {i + 1}" for i in range(n)]
+            note = "Channels: " + ", ".join(f"{channel_label(w)} <- '{x}'"
+                                            for w, x in zip(want, names)) + "."
         if dims == 2 and nd == 3:
-            note = (f"2D model on a 3D volume: slice by slice along axis "
-                    f"{ck.train_config.slice_axis}.")
+            note += (f"{' ' if note else ''}2D model on a 3D volume: slice by slice along axis "
+                     f"{ck.train_config.slice_axis}.")
         if mode != SLICE or nd == 2:
             return PredictPlan(arrays, like.spacing, like, like.shape, note=note)
-        layer = self.viewer.layers[names[0]]
+        layer = L.get_layer(self.viewer, names[0])
         if dims == 2:
             axis = ck.train_config.slice_axis
             idx = L.displayed_index(self.viewer, layer, axis)
@@ -303,9 +353,15 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         self.adding = True
         self._add_layers(makers, [], labels)
 
+    def _shutting_down(self) -> None:
+        self._shut = True
+
     def _add_layers(self, makers: list[Any], done: list[Any], labels: np.ndarray) -> None:
         from qtpy.QtCore import QTimer
 
+        if self._shut:  # the viewer closed between two layers: nothing to add them to
+            self.adding = False
+            return
         try:
             done.append(makers.pop(0)())
         except Exception as exc:  # noqa: BLE001 - e.g. the viewer closed meanwhile: say so

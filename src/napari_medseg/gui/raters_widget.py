@@ -24,7 +24,6 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -83,6 +82,7 @@ class RatersWidget(MedsegWidget):
         ev.inserted.connect(self._layers_changed)
         ev.removed.connect(self._layers_changed)
         ev.reordered.connect(self._layers_changed)
+        self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
         self._layers_changed()
 
     # ------------------------------------------------------------------ UI
@@ -146,6 +146,11 @@ class RatersWidget(MedsegWidget):
         self.compare_btn.setEnabled(not running)
 
     # ------------------------------------------------------------ layers
+    def _layer_renamed(self, old: str, new: str) -> None:
+        L.rename_in_pickers([self.rater_list], old, new)
+        self._seen = {new if n == old else n for n in self._seen}
+        self._layers_changed()
+
     def _layers_changed(self, *_: Any) -> None:
         checked = set(self.checked_raters())
         layers = L.labels_layers(self.viewer)
@@ -172,19 +177,11 @@ class RatersWidget(MedsegWidget):
         if len(names) < 2:
             raise InputError(f"Check at least two Labels layers, one per rater; {len(names)} "
                              "checked.")
-        arrs = [L.layer_to_array(self.viewer.layers[n]) for n in names]
-        ref = arrs[0]
+        arrs = [L.layer_to_array(L.get_layer(self.viewer, n)) for n in names]
         for a in arrs[1:]:
-            if a.shape != ref.shape:
-                raise InputError(f"Raters '{ref.name}' {ref.shape} and '{a.name}' {a.shape} "
-                                 "differ in shape; every rater must label the same image grid "
-                                 "(resample the masks onto one grid).")
-            if not (np.allclose(a.spacing, ref.spacing) and np.allclose(a.translate,
-                                                                          ref.translate)):
-                raise InputError(f"Raters '{ref.name}' (scale {ref.spacing}, translate "
-                                 f"{ref.translate}) and '{a.name}' (scale {a.spacing}, translate "
-                                 f"{a.translate}) do not lie on one grid; place them on the "
-                                 "same image before comparing.")
+            problem = L.grid_problem(arrs[0], a, "Raters")
+            if problem:
+                raise InputError(problem)
         return arrs
 
     # ------------------------------------------------------------ compare
@@ -298,7 +295,8 @@ class RatersWidget(MedsegWidget):
         data = res.deviation[index]
         title = f"{name} vs consensus"
         layer = self.highlight_layer
-        if layer is not None and layer in self.viewer.layers:
+        if layer is not None and layer in self.viewer.layers and \
+                L.grid_problem(L.layer_to_array(layer, copy=False), like) is None:
             layer.data = data
             if layer.name != title:
                 layer.name = L.unique_name(self.viewer, title)

@@ -70,6 +70,7 @@ class RestoreWidget(JobControls, RestoreApply):
         ev = self.viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(ev, name).connect(self._layers_changed)
+        self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
         self._layers_changed()
         self._set_running(False)
         prewarm_torch()  # the first optimiser step's imports, off the GUI thread, ahead of time
@@ -79,6 +80,11 @@ class RestoreWidget(JobControls, RestoreApply):
         """Image layers to train on, restore or compare with (not this widget's maps)."""
         return [lay for lay in L.image_layers(self.viewer, inputs_only=True)
                 if ROLE not in (lay.metadata or {})]
+
+    def _layer_renamed(self, old: str, new: str) -> None:
+        L.rename_in_pickers([self.image_list, self.target_combo, self.input_combo,
+                             self.ref_combo], old, new)
+        self._layers_changed()
 
     def _layers_changed(self, *_: Any) -> None:
         names = [lay.name for lay in self.input_layers()]
@@ -304,6 +310,9 @@ class RestoreWidget(JobControls, RestoreApply):
             self._show_restored(res)
             return
         self.last_result = res
+        if res.steps == 0:  # random weights: offering them for restoring would mislead
+            self._say("Stopped before the first training step; no model was kept.")
+            return
         best = "n/a" if res.best_psnr is None else f"{res.best_psnr:.2f} dB"
         entry = StoredModel(f"restoration {len(self.store.models) + 1} (PSNR {best})",
                             res.checkpoint, res.model)

@@ -63,9 +63,14 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         ev.inserted.connect(self._layers_changed)
         ev.removed.connect(self._layers_changed)
         ev.reordered.connect(self._layers_changed)
+        self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
         self._watched: Any = None
         self._layers_changed()
         prewarm_torch()  # the first optimiser step's imports, off the GUI thread, ahead of time
+
+    def _layer_renamed(self, old: str, new: str) -> None:
+        L.rename_in_pickers([self.channel_list, self.labels_combo], old, new)
+        self._layers_changed()
 
     def _connect_actions(self) -> None:
         """Wire the form's buttons (built by :class:`TrainControls`) to the actions."""
@@ -86,20 +91,22 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         if lab_layer is None:
             raise InputError("No Labels layer: add one (layer list, 'new labels layer') and "
                              "paint a few slices of each structure.")
-        chans = [L.layer_to_array(self.viewer.layers[n]) for n in names]
+        chans = [L.layer_to_array(L.get_layer(self.viewer, n)) for n in names]
         for c in chans:
             if c.data.ndim not in (2, 3):
                 raise InputError(f"'{c.name}' is {c.data.ndim}D {c.shape}; channels must be 2D "
                                  "or 3D single-channel images.")
         for c in chans[1:]:
-            if c.shape != chans[0].shape:
-                raise InputError(f"Channels '{chans[0].name}' {chans[0].shape} and '{c.name}' "
-                                 f"{c.shape} differ in shape; all channels must share one grid "
-                                 "(resample them).")
+            problem = L.grid_problem(chans[0], c, "Channels")
+            if problem:
+                raise InputError(problem)
         lab = L.layer_to_array(lab_layer)
         if lab.shape != chans[0].shape:
             raise InputError(f"Image '{chans[0].name}' {chans[0].shape} and labels '{lab.name}' "
                              f"{lab.shape} differ in shape; paint labels on the image's grid.")
+        problem = L.grid_problem(chans[0], lab, "Image and labels")
+        if problem:
+            raise InputError(problem)
         axis = self._axis(lab.data.ndim)
         target = sparse_target(lab.data, axis=axis, background=self.background_check.isChecked())
         st = label_stats(target, axis)
@@ -221,11 +228,14 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             self._say("Stopping after this step; the best model so far is kept…")
 
     def _ensure_plot(self) -> None:
-        from napari_medseg.gui.plot import CurvePlot
+        from napari_medseg.gui.plot import CurvePlot, is_docked
 
         if self.plot is None:
             self.plot = CurvePlot()
         window = getattr(self.viewer, "window", None)
+        if not is_docked(self.plot, self._plot_dock):
+            # Closed with its X: napari deleted the dock but kept the plot, curves and all.
+            self._plot_dock = None
         if window is not None and self._plot_dock is None:
             try:
                 self._plot_dock = window.add_dock_widget(self.plot, area="bottom",
@@ -262,6 +272,9 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
 
     def _on_done(self, res: Any) -> None:
         self.last_result = res
+        if res.steps == 0:  # random weights: offering them for prediction would mislead
+            self._say("Stopped before the first training step; no model was kept.")
+            return
         dice = "n/a" if res.best_dice is None else f"{res.best_dice:.3f}"
         ck = res.checkpoint
         name = f"model {len(self.store.models) + 1} (Dice {dice})"
