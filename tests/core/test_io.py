@@ -126,3 +126,36 @@ def test_zero_voxel_size_in_the_affine_falls_back_to_the_header(tmp_path):
     with pytest.warns(UserWarning, match=r"single\.nii\.gz.*no size.*3 mm"):
         vol = io.read_volume(tmp_path / "single.nii.gz")
     assert vol.spacing == pytest.approx((0.5, 0.5, 3.0))
+
+
+def test_writing_with_the_source_header_keeps_its_spaces(tmp_path):
+    """A registered (MNI, code 4) image's prediction stays MNI; the scanner qform is kept."""
+    import nibabel as nib
+
+    mni = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+    scanner = np.array([[-2.0, 0, 0, 80], [0, 2.0, 0, -100], [0, 0, 2.0, -50], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.ones((5, 6, 7), np.float32), None)
+    img.header.set_sform(mni, code=4)
+    img.header.set_qform(scanner, code=1)
+    img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, tmp_path / "t1_mni.nii.gz")
+    src = io.read_volume(tmp_path / "t1_mni.nii.gz")
+    np.testing.assert_allclose(src.affine, mni)
+
+    io.write_nifti(tmp_path / "pred.nii.gz", np.zeros((5, 6, 7), np.int16), src.affine,
+                   header=src.header)
+    out = nib.load(tmp_path / "pred.nii.gz").header
+    s, sc = out.get_sform(coded=True)
+    q, qc = out.get_qform(coded=True)
+    assert int(sc) == 4 and int(qc) == 1
+    np.testing.assert_allclose(s, mni)
+    np.testing.assert_allclose(q, scanner)
+    assert out.get_xyzt_units()[0] == "mm"
+
+    moved = mni.copy()
+    moved[0, 3] += 5.0  # not the header's affine any more: scanner space, code 1, both forms
+    io.write_nifti(tmp_path / "moved.nii.gz", np.zeros((5, 6, 7), np.int16), moved,
+                   header=src.header)
+    out = nib.load(tmp_path / "moved.nii.gz").header
+    assert int(out["sform_code"]) == 1 and int(out["qform_code"]) == 1
+    np.testing.assert_allclose(out.get_best_affine(), moved)

@@ -178,3 +178,19 @@ def test_rgb_layer_is_not_written_as_nifti(tmp_path):
     with pytest.raises(ValueError, match="RGB layer.*png"):
         write_image(str(tmp_path / "rgb.nii.gz"), np.zeros((4, 4, 3), np.uint8),
                     {"rgb": True, "name": "photo", "scale": (1, 1), "translate": (0, 0)})
+
+
+def test_saving_an_opened_file_keeps_its_header_spaces(make_napari_viewer, tmp_path):
+    import nibabel as nib
+
+    mni = np.array([[-2.0, 0, 0, 90], [0, 2.0, 0, -126], [0, 0, 2.0, -72], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(np.arange(210, dtype=np.float32).reshape(5, 6, 7), None)
+    img.header.set_sform(mni, code=4)
+    img.header.set_qform(mni, code=1)
+    nib.save(img, tmp_path / "t1_mni.nii.gz")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "t1_mni.nii.gz"), plugin="napari-medseg")
+    viewer.layers.save(str(tmp_path / "saved.nii.gz"), selected=False, plugin="napari-medseg")
+    out = nib.load(tmp_path / "saved.nii.gz").header
+    assert int(out["sform_code"]) == 4 and out.get_xyzt_units()[0] == "mm"
+    np.testing.assert_allclose(out.get_best_affine(), mni)

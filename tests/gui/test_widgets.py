@@ -563,3 +563,20 @@ def test_training_again_after_closing_the_curves_panel(make_napari_viewer, qtbot
     qtbot.waitUntil(lambda: w.last_result is not first and _idle(w), timeout=60000)
     assert is_docked(w.plot, w._plot_dock)
     assert "medseg training curves" in viewer.window._dock_widgets
+
+
+def test_predict_errors_name_the_layer(make_napari_viewer, qtbot, small):
+    from napari_medseg.gui.predict_widget import PredictWidget
+
+    viewer = make_napari_viewer()
+    bad = small.flair.astype(np.float32).copy()
+    bad[3, 4, 5] = np.nan
+    viewer.add_image(small.t1, name="case2 t1")
+    viewer.add_image(bad, name="case2 flair")
+    p = PredictWidget(viewer)
+    p.store.add(_untrained(["T1", "FLAIR"]))
+    p.channel_list.check_only(["case2 t1", "case2 flair"])
+    assert p.predict()
+    qtbot.waitUntil(lambda: p.predict_btn.isEnabled() and "failed" in p.status.text(),
+                    timeout=30000)
+    assert "case2 flair contains 1 NaN/inf voxels" in p.status.text()

@@ -196,7 +196,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ref = vols[0]
-    io.write_volume(args.out, seg.labels, ref.affine, header=None)
+    io.write_volume(args.out, seg.labels, ref.affine, header=ref.header)
     print(f"wrote {args.out} (values {sorted(np.unique(seg.labels).tolist())}, "
           f"{time.perf_counter() - t0:.1f}s)")
     if args.probabilities:

@@ -340,7 +340,9 @@ def write_nifti(
         4x4 voxel-to-world; identity when None.
     header : nibabel header or None
         Reused (units, descriptions) when given; dtype and scaling are reset
-        to the data's.
+        to the data's. While ``affine`` is still the header's own, its qform and
+        sform keep their codes (an MNI-space sform stays MNI, the scanner qform
+        stays); otherwise both are ``affine`` with code 1 (scanner).
 
     Returns
     -------
@@ -363,11 +365,29 @@ def write_nifti(
     img = nib.Nifti1Image(arr, aff, header=hdr)
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
-    img.set_qform(aff, code=1)
-    img.set_sform(aff, code=1)
+    img.header["cal_min"] = img.header["cal_max"] = 0  # the source's display window, not ours
+    qform, qcode, scode = aff, 1, 1
+    if header is not None and _same_affine(header, aff):
+        q, qc = header.get_qform(coded=True)
+        _, sc = header.get_sform(coded=True)
+        if q is not None and int(qc) > 0:
+            qform, qcode = q, int(qc)
+        scode = int(sc) if int(sc) > 0 else 1
+    img.set_qform(qform, code=qcode)
+    img.set_sform(aff, code=scode)
+    if img.header.get_xyzt_units()[0] == "unknown":
+        img.header.set_xyzt_units(xyz="mm")
     with atomic_write(p) as tmp:
         nib.save(img, tmp)
     return str(p)
+
+
+def _same_affine(header: Any, affine: np.ndarray) -> bool:
+    """Whether ``affine`` is still the one ``header`` describes (nothing moved the data)."""
+    try:
+        return bool(np.allclose(header.get_best_affine(), affine, atol=1e-4))
+    except Exception:  # noqa: BLE001 - not a NIfTI header: nothing to keep
+        return False
 
 
 def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:

@@ -43,7 +43,7 @@ def volume_layer_kwargs(vol: io.Volume, name: str, *, extra_axis: bool = False
         "name": name,
         **geo,
         "metadata": {"affine": np.asarray(vol.affine), "spacing": vol.spacing[:nd],
-                     "source_path": vol.path},
+                     "source_path": vol.path, "header": vol.header},
     }
     if extra_axis:
         kw["scale"] = (1.0, *kw["scale"])
@@ -122,7 +122,9 @@ def _write(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[
     aff = _affine_from_meta(meta, arr.ndim)
     if arr.ndim == 4:  # a time series opened time first: NIfTI keeps time last
         arr = np.moveaxis(arr, 0, 3)
-    return [io.write_nifti(path, arr, aff)]
+    # The file's header (qform/sform codes, units, description) while the layer is unmoved.
+    header = (meta.get("metadata") or {}).get("header")
+    return [io.write_nifti(path, arr, aff, header=header)]
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

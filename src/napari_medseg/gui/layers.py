@@ -141,7 +141,8 @@ def layer_to_array(layer: Any, *, copy: bool = True) -> LayerArray:
     geometry: dict[str, Any] = {
         "scale": scale,
         "translate": translate,
-        "metadata": {**{k: v for k, v in meta.items() if k in ("affine", "spacing", "source_path")},
+        "metadata": {**{k: v for k, v in meta.items()
+                        if k in ("affine", "spacing", "source_path", "header")},
                      "affine": aff, "spacing": spacing},
     }
     if not np.allclose(rotate, np.eye(rotate.shape[0])):

@@ -79,6 +79,7 @@ class PredictPlan:
     index: int | None = None  # preview: slice index
     take: int | None = None  # preview on a slab: which slab slice is the displayed one
     note: str = ""
+    names: tuple[str, ...] = ()  # the layers, in channel order (named in error messages)
 
 
 class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
@@ -244,7 +245,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             note += (f"{' ' if note else ''}2D model on a 3D volume: slice by slice along axis "
                      f"{ck.train_config.slice_axis}.")
         if mode != SLICE or nd == 2:
-            return PredictPlan(arrays, like.spacing, like, like.shape, note=note)
+            return PredictPlan(arrays, like.spacing, like, like.shape, note=note,
+                               names=tuple(names))
         layer = L.get_layer(self.viewer, names[0])
         if dims == 2:
             axis = ck.train_config.slice_axis
@@ -255,7 +257,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             note = (f"Preview of slice {idx} along axis {axis}"
                     + ("" if shown in (axis, None) else
                        f" (the model's slice axis; the viewer shows axis {shown})") + ".")
-            return PredictPlan(sl, sp, like, like.shape, axis, idx, None, note)
+            return PredictPlan(sl, sp, like, like.shape, axis, idx, None, note, tuple(names))
         axis = L.slider_axis(self.viewer, layer)
         axis = 2 if axis is None else axis
         idx = L.displayed_index(self.viewer, layer, axis)
@@ -263,7 +265,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         lo, hi = max(0, idx - half), min(like.shape[axis], idx + half + 1)
         sl = [np.take(a, np.arange(lo, hi), axis=axis) for a in arrays]
         return PredictPlan(sl, like.spacing, like, like.shape, axis, idx, idx - lo,
-                           f"Preview of slice {idx} along axis {axis}.")
+                           f"{note} Preview of slice {idx} along axis {axis}.".lstrip(),
+                           tuple(names))
 
     def predict(self, mode: str | None = None) -> bool:
         """Start a prediction in a worker; False (with a message in the widget) when refused."""
@@ -290,7 +293,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             from napari_medseg.core.pipeline import segment
 
             return segment(ck, plan.channels, plan.spacing, model=m.network(), device=device,
-                           tta=tta)
+                           tta=tta, channel_names=list(plan.names) or None)
 
         from napari.utils import progress
 
