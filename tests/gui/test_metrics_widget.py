@@ -421,3 +421,16 @@ def test_label_set_is_found_in_the_worker_not_the_gui_thread(make_napari_viewer,
     fixed = np.asarray(viewer.layers["prediction"].data)
     rep = M.evaluate_segmentation(fixed, ref, spacing=SCALE)
     assert _col(w, "HD95 mm") == [rep["hd95_mm"]["1"], rep["hd95_mm"]["2"]]
+
+
+def test_renaming_the_compared_layers_keeps_them_compared(make_napari_viewer, qtbot):
+    pred, ref = _labels_pair()
+    viewer = _viewer(make_napari_viewer, pred, ref)
+    w = _widget(viewer, qtbot)
+    viewer.layers["reference"].name = "reference (Jo)"
+    viewer.layers["prediction"].name = "model 3 prediction"
+    assert (w.pred_combo.currentText(), w.ref_combo.currentText()) == \
+        ("model 3 prediction", "reference (Jo)")
+    qtbot.mouseClick(w.compare_btn, LEFT)
+    _settle(qtbot, w)
+    assert _col(w, "Dice") == [M.dice_per_class(pred, ref)[1], M.dice_per_class(pred, ref)[2]]

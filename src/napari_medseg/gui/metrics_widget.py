@@ -78,6 +78,7 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered):
             e.connect(self._layers_changed)
+        self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
         self.viewer.dims.events.current_step.connect(self._on_step)
         self.viewer.dims.events.order.connect(self.schedule)
         self.viewer.dims.events.ndisplay.connect(self.schedule)
@@ -161,6 +162,10 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
 
         return [lay for lay in self.viewer.layers if isinstance(lay, (Image, Labels))
                 and not getattr(lay, "rgb", False) and OUTPUT_KEY not in (lay.metadata or {})]
+
+    def _layer_renamed(self, old: str, new: str) -> None:
+        L.rename_in_pickers([self.pred_combo, self.ref_combo], old, new)
+        self._layers_changed()
 
     def _layers_changed(self, *_: Any) -> None:
         names = [lay.name for lay in self._candidates()]
