@@ -289,3 +289,34 @@ def test_predict_volume_errors():
         )
     with pytest.raises(ValueError, match="model is 3D"):
         drain(predict_volume(Declared(), np.zeros((2, 8, 8)), spatial_dims=2, patch_size=(4, 4)))
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 12), (1, 6, 12, 12)])
+def test_windows_are_padded_as_the_training_sampler_pads(shape):
+    """An image smaller than the patch: the windows hold each channel's minimum outside it
+    (the sampler's "outside the body" value), not 0 (mid-tissue after normalisation)."""
+    from napari_medseg.core.data import Case
+    from napari_medseg.core.sampling import PatchSampler
+
+    img = np.random.default_rng(0).uniform(0.0, 2.0, size=shape).astype(np.float32)
+    img[..., :3] = -1.5  # background: the minimum
+    seen = []
+
+    class Recorder(nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+    patch = (16, 16)
+    drain(predict_volume(Recorder(), img, spatial_dims=2, patch_size=patch, slice_axis=0))
+    windows = torch.cat(seen)  # (B, 1, 16, 16): the 12x12 image in the middle
+    assert torch.all(windows[..., :2, :] == -1.5) and torch.all(windows[..., :, -2:] == -1.5)
+    assert torch.all(windows[..., 2:14, 2:14] == torch.from_numpy(img.reshape(-1, 12, 12))[:, None])
+
+    # the sampler pads a case smaller than its patch with the same value
+    lab = np.zeros(shape[1:], np.int16)
+    lab[..., 5:7, 5:7] = 1
+    case = Case(img, lab, (1.0,) * (len(shape) - 1), name="small")
+    sampler = PatchSampler([case], patch, spatial_dims=2, slice_axis=0, seed=0)
+    x, _ = sampler.sample(4)
+    assert float(x.min()) == -1.5 and bool((x == -1.5).any(dim=-1).all())

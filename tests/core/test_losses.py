@@ -170,6 +170,16 @@ def test_whole_batch_ignored_gives_zero_no_nan(k):
         assert v.item() == 0.0 and torch.all(g == 0), loss
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_smooth_zero_whole_batch_ignored_gives_zero(k):
+    """At smooth=0 Dice is 0/0 where nothing counts: scored 1 (loss 0), as with smoothing."""
+    logits, target = _inputs(k, 3)
+    for loss in (SoftDiceLoss(smooth=0.0), SoftDiceLoss(smooth=0.0, batch_dice=False),
+                 DiceCELoss(smooth=0.0)):
+        v, g = _grad(loss, logits, torch.full_like(target, -1))
+        assert v.item() == 0.0 and torch.all(g == 0), loss
+
+
 # --- gradients --------------------------------------------------------------------------
 
 

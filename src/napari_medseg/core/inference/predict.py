@@ -252,6 +252,7 @@ def predict_volume(
                 activation=None,
                 blend=blend,
                 device=dev,
+                pad="min",  # as the training sampler pads: "outside the body"
             )
         else:
             # A 3D window one slice thick: windows of many slices share a batch,
@@ -274,6 +275,7 @@ def predict_volume(
                 blend=blend,
                 device=dev,
                 windows_per_unit=per_slice,
+                pad="min",
             )
             prob = prob.movedim(1, 1 + slice_axis).contiguous()
     finally:

@@ -58,6 +58,7 @@ def _windows(
     blend: Blend,
     device: DeviceLike,
     windows_per_unit: int | None = None,
+    pad: str = "zero",
 ) -> Generator[Progress, None, torch.Tensor]:
     """Sliding window; progress counts windows, or units of the first spatial axis.
 
@@ -89,14 +90,23 @@ def _windows(
     if min(spatial) < 1:
         raise ValueError(f"Image shape {tuple(x.shape)} has an empty spatial axis.")
 
-    # Pad axes shorter than the patch, symmetrically, with zeros.
+    if pad not in ("zero", "min"):
+        raise ValueError(f"pad={pad!r} is not one of 'zero', 'min'.")
+    # Pad axes shorter than the patch, symmetrically: with zeros, or with each channel's
+    # minimum (a segmentation model's training patches are padded with that "outside").
     padded = tuple(max(s, p) for s, p in zip(spatial, patch))
     before = tuple((ps - s) // 2 for ps, s in zip(padded, spatial))
     if padded != spatial:
-        pad: list[int] = []
+        widths: list[int] = []
         for s, ps, b in reversed(list(zip(spatial, padded, before))):
-            pad += [b, ps - s - b]
-        x = F.pad(x, pad)
+            widths += [b, ps - s - b]
+        if pad == "min":
+            low = x.reshape(x.shape[0], -1).amin(dim=1).reshape(-1, *([1] * nd))
+            out = low.expand(x.shape[0], *padded).clone()
+            out[(slice(None), *(slice(b, b + s) for b, s in zip(before, spatial)))] = x
+            x = out
+        else:
+            x = F.pad(x, widths)
 
     starts = tile_starts(padded, patch, overlap)
     n_windows = len(starts)
@@ -165,6 +175,7 @@ def sliding_window(
     activation: Activation = "softmax",
     blend: Blend = "gaussian",
     device: DeviceLike = None,
+    pad: str = "zero",
 ) -> Generator[Progress, None, torch.Tensor]:
     """Predict a whole image window by window, blending the overlaps.
 
@@ -178,7 +189,7 @@ def sliding_window(
         ``len(patch_size)``.
     patch_size : sequence of int
         Window size. Axes of the image shorter than the window are padded
-        with zeros (symmetrically) and the padding is cropped off the result.
+        (symmetrically, see ``pad``) and the padding is cropped off the result.
     overlap : float
         Fraction of a window shared with its neighbour, in ``[0, 1)``.
     batch_size : int
@@ -191,6 +202,9 @@ def sliding_window(
     device : str or torch.device, optional
         Where the image, the windows and the float32 accumulators live;
         default the image's device (CPU for numpy input).
+    pad : {"zero", "min"}
+        Padding value: 0, or each channel's minimum (what the segmentation
+        sampler pads training patches with).
 
     Yields
     ------
@@ -219,5 +233,6 @@ def sliding_window(
             activation=activation,
             blend=blend,
             device=device,
+            pad=pad,
         )
     )

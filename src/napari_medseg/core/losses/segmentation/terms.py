@@ -80,6 +80,9 @@ def _dice(b: _Batch, *, include_background: bool, smooth: float, batch_dice: boo
     if batch_dice:
         inter, psum, tsum = inter.sum(0), psum.sum(0), tsum.sum(0)
     dice = (2.0 * inter + smooth) / (psum + tsum + smooth).clamp_min(1e-8)
+    # Nothing predicted and nothing there (or nothing counted) is a perfect score, also at
+    # smooth=0, where the formula gives 0/0.
+    dice = torch.where(psum + tsum > 0, dice, torch.ones_like(dice))
     return 1.0 - dice.mean()
 
 
@@ -99,5 +102,6 @@ def _foreground_dice(b: _Batch, *, smooth: float, soft_overlap: str = "min") -> 
         p, t = p * w, t * w
     inter = torch.minimum(p, t).sum() if b.soft is not None and soft_overlap == "min" \
         else (p * t).sum()
-    dice = (2.0 * inter + smooth) / (p.sum() + t.sum() + smooth).clamp_min(1e-8)
-    return 1.0 - dice
+    total = p.sum() + t.sum()
+    dice = (2.0 * inter + smooth) / (total + smooth).clamp_min(1e-8)
+    return 1.0 - torch.where(total > 0, dice, torch.ones_like(dice))
