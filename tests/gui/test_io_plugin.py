@@ -194,3 +194,15 @@ def test_saving_an_opened_file_keeps_its_header_spaces(make_napari_viewer, tmp_p
     out = nib.load(tmp_path / "saved.nii.gz").header
     assert int(out["sform_code"]) == 4 and out.get_xyzt_units()[0] == "mm"
     np.testing.assert_allclose(out.get_best_affine(), mni)
+
+
+@pytest.mark.parametrize("values, dtype", [((0, 1), np.uint8), ((-1, 0, 4), np.int16),
+                                           ((0, 300), np.int16), ((0, 40000), np.int32)])
+def test_labels_are_saved_in_the_smallest_type(tmp_path, values, dtype):
+    data = np.zeros((4, 4, 3), np.int32)
+    data.flat[: len(values)] = values
+    out = write_labels(str(tmp_path / "l.nii.gz"), data, {"scale": (1, 1, 1),
+                                                        "translate": (0, 0, 0), "metadata": {}})
+    vol = io.read_volume(out[0])
+    assert vol.data.dtype == dtype
+    np.testing.assert_array_equal(vol.data, data)

@@ -117,8 +117,11 @@ def _write(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[
     if meta.get("multiscale"):
         data = data[0]
     arr = np.asarray(data)
-    if labels:
-        arr = arr.astype(np.int32 if arr.max(initial=0) > 32767 else np.int16)
+    if labels:  # the smallest type that holds the values: a 0/1 mask stays uint8 on disk
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        kind = next((t for t in (np.uint8, np.int16) if np.iinfo(t).min <= lo and
+                     hi <= np.iinfo(t).max), np.int32)
+        arr = arr.astype(kind)
     aff = _affine_from_meta(meta, arr.ndim)
     if arr.ndim == 4:  # a time series opened time first: NIfTI keeps time last
         arr = np.moveaxis(arr, 0, 3)
