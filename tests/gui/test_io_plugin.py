@@ -69,23 +69,30 @@ def test_demo_viewer_opens_with_sample_layers(qtbot):
 
 
 FLIP = np.array([[-1.0, 0, 0, 0], [0, -1.0, 0, 39.0], [0, 0, 2.0, -4.0], [0, 0, 0, 1]])
+_C, _S = np.cos(np.radians(10)), np.sin(np.radians(10))
+OBLIQUE = np.eye(4)  # tilted 10 degrees about z, and flipped in x
+OBLIQUE[:3, :3] = np.array([[_C, -_S, 0], [_S, _C, 0], [0, 0, 1]]) @ np.diag([-0.9, 0.9, 3.0])
+OBLIQUE[:3, 3] = (-80.0, -90.0, -40.0)
 
 
 def _world(aff, ijk):
     return (np.asarray(aff) @ np.r_[ijk, 1.0])[:3]
 
 
-def test_flipped_file_new_labels_layer_saves_in_the_image_place(make_napari_viewer, tmp_path):
-    """A BraTS-style diag(-1, -1, 1) affine survives napari's New labels button and a save."""
+@pytest.mark.parametrize("affine", [FLIP, OBLIQUE], ids=["flipped", "oblique"])
+def test_flipped_file_new_labels_layer_saves_in_the_image_place(make_napari_viewer, tmp_path,
+                                                                affine):
+    """BraTS' diag(-1, -1, 1) or a tilted acquisition survives napari's New labels and a save."""
     img = np.random.default_rng(0).normal(size=(40, 40, 6)).astype(np.float32)
-    path = io.write_nifti(tmp_path / "flair.nii.gz", img, FLIP)
+    path = io.write_nifti(tmp_path / "flair.nii.gz", img, affine)
     (_, kw, kind), = read_nifti(path)
-    assert kind == "image" and kw["scale"] == pytest.approx((1.0, 1.0, 2.0))
-    np.testing.assert_allclose(kw["rotate"], np.diag([-1.0, -1.0, 1.0]))
+    assert kind == "image" and kw["scale"] == pytest.approx(io.spacing_from_affine(affine))
+    np.testing.assert_allclose(kw["rotate"], affine[:3, :3] / kw["scale"], atol=1e-6)
     viewer = make_napari_viewer()
     viewer.open(path, plugin="napari-medseg")
     image = viewer.layers["flair"]
-    np.testing.assert_allclose(image.data_to_world((3, 4, 5)), _world(FLIP, (3, 4, 5)))
+    np.testing.assert_allclose(image.data_to_world((3, 4, 5)), _world(affine, (3, 4, 5)),
+                               atol=1e-4)
     viewer.layers.selection.active = image
     viewer._new_labels()  # what the layer list's "New labels" button does
     painted = viewer.layers[-1]
@@ -95,7 +102,7 @@ def test_flipped_file_new_labels_layer_saves_in_the_image_place(make_napari_view
     viewer.layers.selection.active = painted
     viewer.layers.save(str(out), selected=True, plugin="napari-medseg")
     vol = io.read_volume(out)
-    np.testing.assert_allclose(vol.affine, FLIP)
+    np.testing.assert_allclose(vol.affine, affine, atol=1e-5)
     assert vol.data[3, 4, 5] == 2
 
     # moved by the user: the flip stays, the move is saved
@@ -104,7 +111,17 @@ def test_flipped_file_new_labels_layer_saves_in_the_image_place(make_napari_view
     viewer.layers.selection.active = image
     viewer.layers.save(str(moved), selected=True, plugin="napari-medseg")
     aff = io.read_volume(moved).affine
-    np.testing.assert_allclose(_world(aff, (3, 4, 5)), _world(FLIP, (3, 4, 5)) + [0, 0, 2.0])
+    np.testing.assert_allclose(_world(aff, (3, 4, 5)), _world(affine, (3, 4, 5)) + [0, 0, 2.0],
+                               atol=1e-4)
+
+
+def test_axis_permuting_file_is_shown_on_its_voxel_grid(tmp_path):
+    """A sagittal acquisition stored i -> z: napari's slider would cut across its slices."""
+    perm = np.array([[0, 0, 1.0, 0], [1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 0, 1]])
+    (_, kw, _), = read_nifti(io.write_nifti(tmp_path / "sag.nii.gz",
+                                            np.ones((4, 5, 6), np.float32), perm))
+    assert "rotate" not in kw and kw["scale"] == pytest.approx((1.0, 1.0, 1.0))
+    np.testing.assert_allclose(kw["metadata"]["affine"], perm)
 
 
 def test_files_of_one_place_in_other_orientations_overlay(tmp_path):

@@ -52,13 +52,14 @@ class LayerArray:
 def display_geometry(affine: np.ndarray, ndim: int) -> dict[str, Any]:
     """How a layer shows a file of this voxel-to-world ``affine``: scale, translate, rotate.
 
-    napari's world is the file's world (mm) when the affine is axis-aligned,
-    flips included (BraTS files store ``diag(-1, -1, 1)``): the flips go in
-    ``rotate``, so a Labels layer napari makes from the image (New labels copies
-    scale, translate and rotate) saves back to the same place. An oblique or
-    axis-permuting affine is shown on its voxel grid (spacing and origin only):
-    napari cannot slice such a rotation faithfully; the file's affine then
-    travels in the layer's metadata.
+    napari's world is the file's world (mm) while each voxel axis runs mostly
+    along the world axis of the same index: the direction cosines (flips, as
+    BraTS' ``diag(-1, -1, 1)``, and oblique tilts) go in ``rotate``, so a Labels
+    layer napari makes from the image (New labels copies scale, translate and
+    rotate) saves back to the same place. An axis-permuting affine (e.g. a
+    sagittal acquisition stored i -> z) is shown on its voxel grid (spacing and
+    origin only): napari's slider would cut it across its slices. The file's
+    affine always travels in the layer's metadata.
     """
     aff = np.asarray(affine, dtype=float)
     nd = min(ndim, 3)
@@ -67,10 +68,14 @@ def display_geometry(affine: np.ndarray, ndim: int) -> dict[str, Any]:
     geo: dict[str, Any] = {"scale": tuple(float(v) for v in scale),
                            "translate": tuple(float(v) for v in aff[:nd, 3])}
     direction = lin / np.where(scale > 0, scale, 1.0)
-    signs = np.sign(np.diag(direction))
-    if np.allclose(direction, np.diag(signs), atol=1e-6) and np.all(signs != 0) \
-            and np.allclose(aff[nd:3, :nd], 0.0) and not np.all(signs > 0):
-        geo["rotate"] = np.diag(signs)
+    in_plane = np.allclose(aff[nd:3, :nd], 0.0, atol=1e-6)  # a 2D file's axes stay in x-y
+    orthonormal = np.allclose(direction.T @ direction, np.eye(nd), atol=1e-4)
+    unpermuted = all(int(np.argmax(np.abs(direction[:, j]))) == j for j in range(nd))
+    if in_plane and orthonormal and unpermuted and not np.allclose(direction, np.eye(nd),
+                                                                    atol=1e-6):
+        signs = np.sign(np.diag(direction))
+        exact = np.allclose(direction, np.diag(signs), atol=1e-6)  # flips only: exact +-1
+        geo["rotate"] = np.diag(signs) if exact else direction
     return geo
 
 
