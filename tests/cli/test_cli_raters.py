@@ -138,3 +138,17 @@ def test_raters_input_errors(tmp_path, capsys):
     assert "2D" in _err(capsys)
     with pytest.raises(SystemExit):
         cli.main(["raters", "--label", hard, "--out", "x.nii.gz", "--method", "vote"])
+
+
+def test_raters_on_other_grids_are_refused(tmp_path, capsys):
+    """Same shape, 50 mm apart: voxels pair by index, so they would seem to agree."""
+    m = np.zeros((8, 8, 4), np.uint8)
+    m[2:5, 2:5, 1:3] = 1
+    a = io.write_nifti(tmp_path / "a.nii.gz", m)
+    moved = np.eye(4)
+    moved[0, 3] = 50.0
+    b = io.write_nifti(tmp_path / "b_shift50.nii.gz", m, moved)
+    assert cli.main(["raters", "--label", a, b, "--out", str(tmp_path / "c.nii.gz")]) == 2
+    err = _err(capsys)
+    assert "b_shift50.nii.gz" in err and "a.nii.gz" in err and "different affines" in err
+    assert not (tmp_path / "c.nii.gz").exists()

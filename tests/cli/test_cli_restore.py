@@ -133,3 +133,39 @@ def test_models_refuse_the_other_task(tmp_path, mri, nifti_case, capsys):
     rc = cli.main(["predict", "--model", str(res), "--image", mri["noisy"], "--out",
                    str(tmp_path / "o.nii.gz")])
     assert rc == 2 and "napari-medseg restore" in _err(capsys)
+
+
+def test_restore_input_checks(tmp_path, mri, capsys):
+    # one --target for two --image files: a clear error, in every mode
+    rc = cli.main(["train", "--task", "restore", "--mode", "noise2void", "--image", mri["noisy"],
+                   mri["noisy"], "--target", mri["clean"], "--out", str(tmp_path / "x.pt"),
+                   *FAST])
+    assert rc == 2 and "one --target per --image" in capsys.readouterr().err
+    # a clean target placed elsewhere: trained on, with a warning naming both files
+    moved = AFF.copy()
+    moved[0, 3] += 40.0
+    far = io.write_nifti(tmp_path / "clean_far.nii.gz", mri["clean_arr"], moved)
+    model = tmp_path / "p.pt"
+    rc = cli.main(["train", "--task", "restore", "--image", mri["noisy"], "--target", far,
+                   "--out", str(model), *FAST])
+    err = capsys.readouterr().err
+    assert rc == 0 and "clean_far.nii.gz" in err and "different affines" in err
+    # restore --ref on a thin volume (6 slices < the 7-voxel SSIM window): measured, exit 0
+    thin = io.write_nifti(tmp_path / "thin.nii.gz", mri["noisy_arr"][..., :6], AFF)
+    thin_ref = io.write_nifti(tmp_path / "thin_ref.nii.gz", mri["clean_arr"][..., :6], AFF)
+    out = tmp_path / "r.nii.gz"
+    rc = cli.main(["restore", "--model", str(model), "--image", thin, "--out", str(out),
+                   "--ref", thin_ref])
+    text = capsys.readouterr().out
+    assert rc == 0 and "restored: PSNR" in text and "SSIM" in text
+    # a reference of the wrong shape fails before the restoration is written
+    out2 = tmp_path / "r2.nii.gz"
+    rc = cli.main(["restore", "--model", str(model), "--image", thin, "--out", str(out2),
+                   "--ref", mri["clean"]])
+    assert rc == 2 and not out2.exists()
+    # NaN in a file to evaluate: refused, naming it (every metric would be NaN)
+    bad = mri["noisy_arr"].copy()
+    bad[3, 4, 5] = np.nan
+    nan_file = io.write_nifti(tmp_path / "nan.nii.gz", bad, AFF)
+    rc = cli.main(["evaluate", "--task", "restore", "--pred", nan_file, "--ref", mri["clean"]])
+    assert rc == 2 and "nan.nii.gz holds 1 NaN/inf voxel" in capsys.readouterr().err

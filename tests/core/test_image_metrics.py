@@ -143,3 +143,25 @@ def test_evaluate_restoration_reports_everything():
     assert set(res) == {"mae", "mse", "nmse", "nmse_variance", "psnr", "ssim", "data_range"}
     assert res["data_range"] == pytest.approx(y.max() - y.min())
     assert res["psnr"] == pytest.approx(psnr(x, y, data_range=res["data_range"]))
+
+
+def test_ssim_keeps_its_precision_far_from_the_data_range():
+    """A prediction offset far beyond the data range (other units): as scikit-image, in [-1, 1]."""
+    rng = np.random.default_rng(3)
+    target = rng.random((24, 24, 12))
+    for pred in (target + 5000.0, target * 0.9 + 0.05):
+        ours = ssim(pred, target, data_range=1.0)
+        ref = structural_similarity(pred, target, data_range=1.0, win_size=7)
+        assert -1.0 <= ours <= 1.0
+        assert ours == pytest.approx(ref, rel=1e-4, abs=1e-6)
+
+
+def test_nan_is_refused_not_returned():
+    a = np.ones((9, 9))
+    b = a.copy()
+    b[4, 4] = np.nan
+    for fn in (psnr, ssim):
+        with pytest.raises(ValueError, match="pred holds 1 NaN/inf"):
+            fn(b, a, data_range=1.0)
+    with pytest.raises(ValueError, match="target holds 1 NaN/inf"):
+        mae(a, b)

@@ -60,6 +60,12 @@ def _load_model(path: str, task: str, other_task_hint: str) -> Any:
     return ckpt
 
 
+def placed_apart(a: Any, b: Any) -> bool:
+    """Whether two volumes' affines differ by more than rounding (0.01 mm, 0.1 % in the axes)."""
+    return not (a.affine is None or b.affine is None
+                or np.allclose(a.affine, b.affine, rtol=1e-3, atol=1e-2))
+
+
 def warn_if_placed_apart(a: Any, b: Any) -> bool:
     """Warn (stderr) when two volumes of one shape have different affines; True if so.
 
@@ -67,8 +73,7 @@ def warn_if_placed_apart(a: Any, b: Any) -> bool:
     than its image (or a prediction than its reference) would pair the wrong voxels
     without any error. Differences below 0.01 mm (and 0.1 % in the axes) are rounding.
     """
-    if a.affine is None or b.affine is None or np.allclose(a.affine, b.affine, rtol=1e-3,
-                                                           atol=1e-2):
+    if not placed_apart(a, b):
         return False
     print(f"warning: {b.path} and {a.path} have the same shape but different affines "
           "(orientation, voxel size or origin); their voxels are paired by index. Check that "

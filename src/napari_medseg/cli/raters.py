@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from napari_medseg.cli.common import CliError
+from napari_medseg.cli.common import CliError, placed_apart
 from napari_medseg.core import io
 
 
@@ -43,9 +42,10 @@ def cmd_raters(args: argparse.Namespace) -> int:
     if ref.data.ndim == 3 and str(args.out).lower().endswith(".png"):
         raise CliError(f"{args.out}: PNG holds 2D images; write a 3D consensus as .nii.gz or .tif.")
     for v in vols[1:]:
-        if io.is_nifti(str(v.path)) and not np.allclose(v.affine, ref.affine, atol=1e-3):
-            print(f"warning: {v.path} has another affine than {ref.path}; using the first's",
-                  file=sys.stderr)
+        if placed_apart(ref, v):  # voxels pair by index: raters elsewhere would seem to agree
+            raise CliError(f"{v.path} and {ref.path} have the same shape but different "
+                           "affines (orientation, voxel size or origin): they label different "
+                           "places. Resample the masks onto one grid first.")
     names = [Path(p).name for p in paths]
     if len(set(names)) != len(names):
         names = [str(p) for p in paths]

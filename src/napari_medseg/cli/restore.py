@@ -18,6 +18,7 @@ from napari_medseg.cli.common import (
     _progress_printer,
     _read_channels,
     _read_pred_ref,
+    warn_if_placed_apart,
 )
 from napari_medseg.core import io
 
@@ -60,7 +61,7 @@ def cmd_train_restore(args: argparse.Namespace) -> int:
         raise CliError("Give the images: --image NOISY1.nii.gz [NOISY2.nii.gz ...] (clean "
                        "images with --degrade).")
     mode = args.mode or ("pairs" if targets else "synthetic" if args.degrade else "noise2void")
-    if mode == "pairs" and len(targets) != len(images):
+    if targets and len(targets) != len(images):
         raise CliError(f"Give one --target per --image (got {len(images)} image(s) and "
                        f"{len(targets)} target(s)), in the same order.")
     if mode == "synthetic" and not args.degrade:
@@ -77,6 +78,7 @@ def cmd_train_restore(args: argparse.Namespace) -> int:
         if v.data.shape != t.data.shape:
             raise CliError(f"{v.path} has shape {v.data.shape} but {t.path} has {t.data.shape}; "
                            "register/resample the clean image onto the noisy one's grid.")
+        warn_if_placed_apart(v, t)
     nd = vols[0].data.ndim
     for v in vols[1:]:
         if v.data.ndim != nd:
@@ -134,8 +136,9 @@ def cmd_train_restore(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from napari_medseg.core.engine import run
-    from napari_medseg.core.metrics import psnr, ssim
-    from napari_medseg.core.restoration import restore
+    from napari_medseg.core.metrics import psnr
+    from napari_medseg.core.restoration import RestoreConfig, restore
+    from napari_medseg.core.restoration.train import restoration_ssim
 
     ckpt = _load_model(args.model, "restore", "use `napari-medseg predict` for segmentation.")
     if not io.is_supported(args.out) or str(args.out).lower().endswith(".png"):
@@ -151,6 +154,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     show = _progress_printer()
     data = [np.asarray(v.data, np.float32) for v in vols]
+    clean = None
+    if args.ref:  # checked before restoring: a bad reference must not cost the inference
+        cvol = io.read_spatial(args.ref)
+        clean = np.asarray(cvol.data, np.float32)
+        if clean.shape != data[0].shape or n_in != 1:
+            raise CliError(f"{args.ref} has shape {clean.shape}; expected {data[0].shape} (one "
+                           "channel).")
+        if not np.all(np.isfinite(clean)):
+            raise CliError(f"{args.ref} holds NaN/inf values; a reference must be finite.")
+        warn_if_placed_apart(vols[0], cvol)
     try:
         out = run(restore(ckpt, data[0] if n_in == 1 else data, device=args.device,
                           overlap=args.overlap, batch_size=args.batch_size), show)
@@ -161,15 +174,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         out = np.moveaxis(out, 0, -1)
     io.write_volume(args.out, out.astype(np.float32), ref.affine)
     print(f"wrote {args.out} (float32, {time.perf_counter() - t0:.1f}s)")
-    if args.ref:
-        clean = io.read_spatial(args.ref).data.astype(np.float32)
-        if clean.shape != data[0].shape or n_in != 1:
-            raise CliError(f"{args.ref} has shape {clean.shape}; expected {data[0].shape} (one "
-                           "channel).")
+    if clean is not None:
         dr = float(clean.max() - clean.min()) or 1.0
+        axis = RestoreConfig.from_dict(ckpt.extra.get("restore", {})).slice_axis
         for name, img in (("input", data[0]), ("restored", out)):
+            # SSIM as training validation measures it: per slice for a 2D model on a volume
+            s = restoration_ssim(img[None], clean[None], dr, mc.spatial_dims, axis)
             print(f"{name:>9}: PSNR {psnr(img, clean, data_range=dr):.2f} dB, SSIM "
-                  f"{ssim(img, clean, data_range=dr):.4f} (data range {dr:g})")
+                  f"{s:.4f} (data range {dr:g})")
     return 0
 
 
@@ -187,6 +199,11 @@ def cmd_evaluate_restore(args: argparse.Namespace) -> int:
     axis = _evaluate_axis(args, pred.data.ndim)
     p = np.asarray(pred.data, np.float64)
     r = np.asarray(ref.data, np.float64)
+    for vol, arr in ((pred, p), (ref, r)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise CliError(f"{vol.path} holds {bad} NaN/inf voxel(s): every metric would be "
+                           "NaN. Fill them (or crop them away) first.")
     if args.data_range is not None and not args.data_range > 0:
         raise CliError(f"--data-range must be > 0, got {args.data_range}.")
     win = min(7, min(r.shape))

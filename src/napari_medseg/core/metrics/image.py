@@ -25,9 +25,10 @@ cropped; it agrees with scikit-image to ~1e-7 (tested to 1e-4). It is
 faster and lighter on 3D volumes (measured in ``tests/core/test_image_metrics.py``
 and reported in the restoration issue) because it
 
-* works in float32 after subtracting the reference's mean (variances and
-  covariances do not change under a common shift, and centring removes the
-  cancellation that float32 would otherwise suffer in ``E[x^2] - E[x]^2``),
+* works in float32 after subtracting each image's own mean in float64
+  (variances and covariances do not change under such shifts, and centring
+  removes the cancellation that float32 would otherwise suffer in
+  ``E[x^2] - E[x]^2``, even for a prediction offset far beyond the data range),
 * filters four moment images instead of five (only ``var(x) + var(y)``
   enters the formula, so ``x^2 + y^2`` is filtered once),
 * runs slab by slab along the first axis with a halo, so the separable
@@ -66,7 +67,17 @@ def check_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     for name, a in (("pred", p), ("target", t)):
         if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
             raise ValueError(f"{name} has dtype {a.dtype}; expected real numbers.")
+        _check_finite(name, a)
     return p, t
+
+
+def _check_finite(name: str, a: np.ndarray) -> None:
+    """A NaN would make every metric NaN without a word: say where instead."""
+    if np.issubdtype(a.dtype, np.floating):
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        if bad:
+            raise ValueError(f"{name} holds {bad} NaN/inf value(s); fill or mask them before "
+                             "measuring.")
 
 
 def _pair(pred: Any, target: Any, mask: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -189,7 +200,11 @@ def _ssim_nd(x: np.ndarray, y: np.ndarray, *, data_range: float, win_size: int,
     cn = np.float32(np_ / (np_ - 1) if use_sample_covariance else 1.0)
     c1 = np.float32((K1 * data_range) ** 2)
     c2 = np.float32((K2 * data_range) ** 2)
-    centre = np.float32(np.mean(y, dtype=np.float64))
+    # Each image is centred on its own mean, in float64 before the float32 filtering: the
+    # (co)variances do not change, and a large offset (a prediction in other units) no
+    # longer cancels catastrophically in float32.
+    cx = float(np.mean(x, dtype=np.float64))
+    cy = float(np.mean(y, dtype=np.float64))
     smap = np.empty(x.shape, np.float32) if full else None
     inner = tuple(slice(pad, s - pad) for s in x.shape[1:])
     total, count = 0.0, 0
@@ -200,14 +215,12 @@ def _ssim_nd(x: np.ndarray, y: np.ndarray, *, data_range: float, win_size: int,
         if not full and hi <= lo:
             continue
         if s - radius >= 0 and e + radius <= n0:
-            xs = x[s - radius:e + radius].astype(np.float32)
-            ys = y[s - radius:e + radius].astype(np.float32)
+            xs, ys = x[s - radius:e + radius], y[s - radius:e + radius]
         else:
             idx = _reflect_index(s - radius, e + radius, n0)
-            xs = x[idx].astype(np.float32)
-            ys = y[idx].astype(np.float32)
-        xs -= centre
-        ys -= centre
+            xs, ys = x[idx], y[idx]
+        xs = (xs.astype(np.float64) - cx).astype(np.float32)
+        ys = (ys.astype(np.float64) - cy).astype(np.float32)
 
         def smooth(a: np.ndarray) -> np.ndarray:
             a = filt(a, 0)[radius:radius + e - s]
@@ -233,17 +246,15 @@ def _ssim_nd(x: np.ndarray, y: np.ndarray, *, data_range: float, win_size: int,
         sxx_yy -= sq
         sxx_yy *= cn
         sxx_yy += c2
-        # With u = centred mean + c: A1 = 2 ux uy + 2c(ux+uy) + 2c^2 + C1,
-        # B1 = ux^2 + uy^2 + 2c(ux+uy) + 2c^2 + C1.
-        ux += uy
-        ux *= 2 * centre
-        ux += 2 * centre * centre
-        a1 = uxuy
+        # The means are ux + cx and uy + cy: A1 = 2 (ux + cx)(uy + cy) + C1,
+        # B1 = (ux + cx)^2 + (uy + cy)^2 + C1.
+        ux += np.float32(cx)
+        uy += np.float32(cy)
+        a1 = ux * uy
         a1 *= 2
-        a1 += ux
         a1 += c1
-        b1 = sq
-        b1 += ux
+        b1 = ux * ux
+        b1 += uy * uy
         b1 += c1
         a1 *= sxy
         b1 *= sxx_yy
@@ -303,6 +314,8 @@ def ssim(pred: Any, target: Any, *, data_range: float, win_size: int | None = No
     if x.shape != y.shape:
         raise ValueError(f"pred {x.shape} and target {y.shape} differ in shape; restore on the "
                          "reference's grid.")
+    _check_finite("pred", x)
+    _check_finite("target", y)
     if not (isinstance(data_range, (int, float, np.number)) and data_range > 0
             and math.isfinite(float(data_range))):
         raise ValueError(f"data_range must be a positive number (e.g. target.max() - "

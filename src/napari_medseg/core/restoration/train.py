@@ -116,8 +116,13 @@ def _slab(case: RestoreCase, rc: RestoreConfig, spatial_dims: int
     return x, ref
 
 
-def _ssim_of(pred: np.ndarray, ref: np.ndarray, data_range: float, spatial_dims: int,
-             slice_axis: int) -> float:
+def restoration_ssim(pred: np.ndarray, ref: np.ndarray, data_range: float, spatial_dims: int,
+                     slice_axis: int) -> float:
+    """SSIM of (C, *spatial) images as validation measures it, window fitted to the image.
+
+    Per slice along ``slice_axis`` for a 2D model on a volume, else over the whole
+    image; the window is 7 voxels, or the largest odd size the image allows.
+    """
     from napari_medseg.core.metrics import ssim
 
     vals = []
@@ -161,7 +166,7 @@ def validate_restoration(model: torch.nn.Module, cases: Sequence[RestoreCase], *
         dr = float(case.reference.max() - case.reference.min()) or 1.0
         ps.append(psnr(out, ref, data_range=dr))
         p0.append(psnr(x, ref, data_range=dr))
-        ss.append(_ssim_of(out, ref, dr, model_config.spatial_dims, config.slice_axis))
+        ss.append(restoration_ssim(out, ref, dr, model_config.spatial_dims, config.slice_axis))
     model.train()
     if not ps:
         return None, None, None
