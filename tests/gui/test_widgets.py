@@ -562,7 +562,7 @@ def test_training_again_after_closing_the_curves_panel(make_napari_viewer, qtbot
     assert w.start_training(), w.status.text()
     qtbot.waitUntil(lambda: w.last_result is not first and _idle(w), timeout=60000)
     assert is_docked(w.plot, w._plot_dock)
-    assert "medseg training curves" in viewer.window._dock_widgets
+    assert "medseg training curves" in viewer.window.dock_widgets
 
 
 def test_predict_errors_name_the_layer(make_napari_viewer, qtbot, small):
