@@ -49,6 +49,10 @@ class LayerArray:
         return tuple(self.data.shape)
 
 
+#: Metadata that says where a layer lies (and, for saving, the file it came from).
+GEOMETRY_METADATA = ("affine", "spacing", "source_path", "header")
+
+
 def display_geometry(affine: np.ndarray, ndim: int) -> dict[str, Any]:
     """How a layer shows a file of this voxel-to-world ``affine``: scale, translate, rotate.
 
@@ -146,8 +150,7 @@ def layer_to_array(layer: Any, *, copy: bool = True) -> LayerArray:
     geometry: dict[str, Any] = {
         "scale": scale,
         "translate": translate,
-        "metadata": {**{k: v for k, v in meta.items()
-                        if k in ("affine", "spacing", "source_path", "header")},
+        "metadata": {**{k: v for k, v in meta.items() if k in GEOMETRY_METADATA},
                      "affine": aff, "spacing": spacing},
     }
     if not np.allclose(rotate, np.eye(rotate.shape[0])):
@@ -200,6 +203,21 @@ def add_array(viewer: Any, data: np.ndarray, like: LayerArray, name: str, *,
     if kind == "labels":
         return viewer.add_labels(data, **kw)
     return viewer.add_image(data, **kw)
+
+
+def place_on(layer: Any, like: LayerArray) -> None:
+    """Move one of the widgets' output layers onto ``like``'s grid, as :func:`add_array`
+    places a new one (a reused TP/FP/FN or SSIM layer when the compared pair changed)."""
+    if grid_problem(layer_to_array(layer, copy=False), like) is None:
+        return
+    geo, nd = like.geometry, len(like.spacing)
+    layer.scale = geo["scale"]
+    layer.translate = geo["translate"]
+    layer.rotate = geo.get("rotate", np.eye(nd))
+    layer.shear = geo.get("shear", np.zeros(nd * (nd - 1) // 2))
+    layer.affine = geo.get("affine", np.eye(nd + 1))
+    layer.metadata = {**{k: v for k, v in (layer.metadata or {}).items()
+                         if k not in GEOMETRY_METADATA}, **geo["metadata"]}
 
 
 def displayed_index(viewer: Any, layer: Any, axis: int) -> int:

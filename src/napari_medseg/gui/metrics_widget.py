@@ -418,7 +418,7 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         layer = getattr(self, attr)
         assert self.like is not None
         if layer is not None and layer in self.viewer.layers and layer.data.shape == data.shape:
-            self._place(layer, self.like)  # the pair may have changed: its grid, not the old
+            L.place_on(layer, self.like)  # the pair may have changed: its grid, not the old
             layer.data = data
             for k in ("contrast_limits",):
                 if k in kw:
@@ -431,28 +431,6 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
                             metadata={OUTPUT_KEY: True}, **kw)
         setattr(self, attr, layer)
         return layer
-
-    @staticmethod
-    def _place(layer: Any, like: L.LayerArray) -> None:
-        """Put a reused output ``layer`` on ``like``'s grid (scale, translate, rotate, shear,
-        affine and the geometry metadata), as :func:`~napari_medseg.gui.layers.add_array`
-        places a new one; nothing is set when it already sits there."""
-        geo, nd = like.geometry, len(like.spacing)
-        have = L.layer_to_array(layer, copy=False).geometry  # read as layers.py reads them
-        # layer_to_array leaves out an identity rotate / affine and a zero shear
-        default = {"rotate": np.eye(nd), "shear": np.zeros(nd * (nd - 1) // 2),
-                   "affine": np.eye(nd + 1)}
-        for key in ("scale", "translate", "rotate", "shear", "affine"):
-            value = np.asarray(geo.get(key, default.get(key)), float)
-            cur = np.asarray(have.get(key, default.get(key)), float)
-            if cur.shape != value.shape or not np.allclose(cur, value):
-                setattr(layer, key, value)
-        meta = geo.get("metadata", {})
-        old = layer.metadata or {}
-        if any(k not in meta and k in old for k in ("affine", "spacing", "source_path")) or \
-                any(k not in old or not _same(old[k], v) for k, v in meta.items()):
-            layer.metadata = {**{k: v for k, v in old.items()
-                                 if k not in ("affine", "spacing", "source_path")}, **meta}
 
     def _update_overlay(self, res: C.OverlapPart) -> None:
         from napari.utils.colormaps import DirectLabelColormap
@@ -479,10 +457,3 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self._say(f"PSNR, SSIM ({res.win_size}-voxel window, data range "
                   f"{res.report['data_range']:g}) in {res.seconds:.2f} s.")
 
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal metadata values (arrays compared by value)."""
-    try:
-        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
-    except Exception:  # noqa: BLE001 - values numpy cannot compare
-        return a == b
