@@ -580,3 +580,18 @@ def test_predict_errors_name_the_layer(make_napari_viewer, qtbot, small):
     qtbot.waitUntil(lambda: p.predict_btn.isEnabled() and "failed" in p.status.text(),
                     timeout=30000)
     assert "case2 flair contains 1 NaN/inf voxels" in p.status.text()
+
+
+def test_default_3d_patch_is_the_command_lines(make_napari_viewer):
+    """One recipe: the widget's 3D patch is train's (48^3, the benchmarked one), not 64^3."""
+    from napari_medseg.core.plan import PATCH_3D, PATCH_MULTIPLE, default_patch
+    from napari_medseg.gui.train_widget import TrainWidget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((100, 90, 60), np.float32), name="big")
+    viewer.add_labels(np.zeros((100, 90, 60), np.int32), name="lab")
+    w = TrainWidget(viewer)
+    w.dims_combo.setCurrentText("3D")
+    want = default_patch((100, 90, 60), 3, cap=PATCH_3D, multiple=PATCH_MULTIPLE)
+    assert want == (48, 48, 48)
+    assert w.patch_edit.text() == "48 48 48"

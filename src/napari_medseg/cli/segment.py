@@ -32,11 +32,6 @@ from napari_medseg.core import io
 SEG_LOSS_NAMES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")  # config.SEG_LOSSES
 
 
-#: Default patch side: 3D (48^3, at the spacing :func:`~napari_medseg.core.plan.auto_spacing`
-#: picks for it) and 2D.
-PATCH_3D, PATCH_2D = 48, 128
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     if args.task == "restore":
         return cmd_train_restore(args)
@@ -131,7 +126,14 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
     body is that of each case's first channel (skull-stripped or not, it holds the
     anatomy). What was filled in is appended to ``chosen``.
     """
-    from napari_medseg.core.plan import auto_spacing, body_extent_mm, default_patch
+    from napari_medseg.core.plan import (
+        PATCH_2D,
+        PATCH_3D,
+        PATCH_MULTIPLE,
+        auto_spacing,
+        body_extent_mm,
+        default_patch,
+    )
 
     nd = vols[0][0].data.ndim
     words = [str(w) for w in args.spacing] if args.spacing else [
@@ -164,7 +166,7 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
         grid = spacing or vols[0][0].spacing
         patch = default_patch(tuple(max(1, round(e / s)) for e, s in zip(extents[0], grid)),
                               dims, slice_axis=args.slice_axis,
-                              cap=PATCH_3D if dims == 3 else PATCH_2D, multiple=8)
+                              cap=PATCH_3D if dims == 3 else PATCH_2D, multiple=PATCH_MULTIPLE)
         chosen.append(f"patch {'x'.join(map(str, patch))}")
     return spacing, patch
 

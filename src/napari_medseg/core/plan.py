@@ -74,6 +74,12 @@ def auto_spacing(extents_mm: Sequence[Sequence[float]], spacings: Sequence[Seque
     return tuple(max(target, float(n)) for n in native)
 
 
+#: Default patch side for a 3D model (48^3, at the spacing :func:`auto_spacing` picks for it:
+#: the benchmarked BraTS recipe) and a 2D one, and the step sides are rounded down to; the
+#: command line and the training widget share them.
+PATCH_3D, PATCH_2D, PATCH_MULTIPLE = 48, 128, 8
+
+
 def default_patch(shape: Sequence[int], dims: int, *, slice_axis: int | None = None,
                   cap: int, multiple: int) -> tuple[int, ...]:
     """The largest patch up to ``cap`` voxels a side that fits the image, in steps of ``multiple``.

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medseg.core.plan import default_depth
+from napari_medseg.core.plan import PATCH_2D, PATCH_3D, PATCH_MULTIPLE, default_depth
 from napari_medseg.core.plan import default_patch as fit_patch
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.widget_base import InputError
@@ -94,8 +94,10 @@ def label_stats(target: np.ndarray, axis: int | None) -> LabelStats:
 
 
 def default_patch(shape: tuple[int, ...], dims: int, axis: int | None) -> tuple[int, ...]:
-    """Patch: the in-plane size (2D) up to 128, or up to 64 per axis (3D), multiples of 16."""
-    return fit_patch(shape, dims, slice_axis=axis, cap=128 if dims == 2 else 64, multiple=16)
+    """Patch as ``train`` picks it: the in-plane size (2D) up to 128, or up to 48 per axis
+    (3D), multiples of 8."""
+    return fit_patch(shape, dims, slice_axis=axis, cap=PATCH_2D if dims == 2 else PATCH_3D,
+                     multiple=PATCH_MULTIPLE)
 
 
 @dataclass

@@ -101,7 +101,7 @@ class TrainControls(MedsegWidget):
             "Voxel size to train at, in mm; images and labels are resampled to it, and "
             "predictions to it and back. Blank: the layers' own spacing, no resampling. "
             "auto (3D models): coarse enough that a patch spans half of the body's longest "
-            "side (about 1.4 mm for a brain with 64^3 patches), never finer than as loaded; "
+            "side (about 1.8 mm for a brain with 48^3 patches), never finer than as loaded; "
             "the command line's default. "
             "Otherwise one value (the same on every axis) or one per axis of the model: "
             "3 for a 3D model; 2 for a 2D model, the in-plane axes (on a 3D volume the slice "
