@@ -159,3 +159,16 @@ def test_writing_with_the_source_header_keeps_its_spaces(tmp_path):
     out = nib.load(tmp_path / "moved.nii.gz").header
     assert int(out["sform_code"]) == 1 and int(out["qform_code"]) == 1
     np.testing.assert_allclose(out.get_best_affine(), moved)
+
+
+def test_scaled_integers_whose_intercept_exceeds_the_result_type(tmp_path):
+    """uint16 in [30000, 32000], slope 2, intercept -60000: values 0-4000, intercept not int16."""
+    import nibabel as nib
+
+    raw = np.array([30000, 32000, 31000, 30500], np.uint16).reshape(2, 2, 1)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(2.0, -60000.0)
+    nib.save(img, tmp_path / "u16.nii.gz")
+    vol = io.read_volume(tmp_path / "u16.nii.gz")
+    assert np.issubdtype(vol.data.dtype, np.integer)
+    np.testing.assert_array_equal(vol.data.ravel(), [0, 4000, 2000, 1000])

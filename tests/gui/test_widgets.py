@@ -595,3 +595,21 @@ def test_default_3d_patch_is_the_command_lines(make_napari_viewer):
     want = default_patch((100, 90, 60), 3, cap=PATCH_3D, multiple=PATCH_MULTIPLE)
     assert want == (48, 48, 48)
     assert w.patch_edit.text() == "48 48 48"
+
+
+def test_labels_flipped_unlike_the_image_are_refused_with_the_fix(make_napari_viewer, qtbot,
+                                                                  small):
+    """A BraTS image carries rotate=diag(-1,-1,1); a plain add_labels layer does not."""
+    viewer = make_napari_viewer()
+    viewer.add_image(small.t1, name="T1", rotate=np.diag([-1.0, -1.0, 1.0]))
+    lab = viewer.add_labels(small.labels.astype(np.int32), name="tissue")
+    w = _train_widget(viewer)
+    w.set_channels(["T1"])
+    assert not w.start_training()
+    text = w.status.text()
+    assert "'T1' (axes - - +) and 'tissue' (axes + + +)" in text, text
+    assert "flipped or rotated differently" in text and "New labels" in text
+    lab.rotate = viewer.layers["T1"].rotate  # the fix the message gives
+    assert w.start_training(), w.status.text()
+    w.stop()
+    qtbot.waitUntil(lambda: _idle(w), timeout=60000)

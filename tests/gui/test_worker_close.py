@@ -55,6 +55,15 @@ def test_closing_the_dock_panel_stops_its_training(make_napari_viewer, qtbot, sm
     assert job.wait(5), "the training went on after its panel was closed"
     qtbot.waitUntil(lambda: not runner.busy, timeout=5000)
     assert time.perf_counter() - t0 < 5
+
+    # docked again (the same widget), it trains again: closing the panel cancelled the job,
+    # it did not shut the widget down for good
+    viewer.window.add_dock_widget(w, name="train again")
+    w.limit_combo.setCurrentText("epochs")
+    w.limit_spin.setValue(1)
+    first = w.last_result
+    assert w.start_training(), w.status.text()
+    qtbot.waitUntil(lambda: w.last_result is not first and not runner.busy, timeout=60000)
     w.deleteLater()
 
 

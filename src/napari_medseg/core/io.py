@@ -157,7 +157,10 @@ def _nifti_array(img: Any) -> np.ndarray:
         raw = np.asarray(proxy.get_unscaled())
         if raw.size == 0:
             return raw.astype(np.int16)
-        ends = [float(raw.min()) * slope + inter, float(raw.max()) * slope + inter]
+        rmin, rmax = float(raw.min()), float(raw.max())
+        # The type must hold the raw values, raw * slope, the intercept and the result.
+        ends = [rmin, rmax, rmin * slope, rmax * slope, inter, rmin * slope + inter,
+                rmax * slope + inter]
         lo, hi = min(ends), max(ends)
         for t in (np.int16, np.int32, np.int64):
             if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:

@@ -253,17 +253,28 @@ def grid_problem(a: LayerArray, b: LayerArray, what: str = "Layers") -> str | No
         return (f"{what} '{a.name}' {a.shape} and '{b.name}' {b.shape} differ in shape; they "
                 "must share one grid (resample one onto the other).")
     tol = GRID_TOLERANCE_MM
-    if not (np.allclose(a.spacing, b.spacing, rtol=0, atol=tol)
-            and np.allclose(a.translate, b.translate, rtol=0, atol=tol)
-            and np.allclose(a.affine, b.affine, rtol=0, atol=tol)):
-        def where(x: LayerArray) -> str:
-            return (f"scale {tuple(round(v, 4) for v in x.spacing)}, translate "
-                    f"{tuple(round(v, 3) for v in x.translate)}")
+    same_scale_place = (np.allclose(a.spacing, b.spacing, rtol=0, atol=tol)
+                        and np.allclose(a.translate, b.translate, rtol=0, atol=tol))
+    if same_scale_place and np.allclose(a.affine, b.affine, rtol=0, atol=tol):
+        return None
+    if same_scale_place:  # the flips / rotation differ: not shown in napari's layer controls
+        def turn(x: LayerArray) -> str:
+            n = min(len(x.spacing), 3)
+            return "axes " + " ".join("+" if v >= 0 else "-" for v in np.diag(x.affine)[:n])
 
-        return (f"{what} '{a.name}' ({where(a)}) and '{b.name}' ({where(b)}) do not lie on one "
-                "grid: their voxels would pair up although they do not overlap on screen. "
-                "Give them the same scale and translate (layer properties) first.")
-    return None
+        return (f"{what} '{a.name}' ({turn(a)}) and '{b.name}' ({turn(b)}) have the same scale "
+                "and translate but are flipped or rotated differently (files store that in "
+                "their affine): their voxels would pair up although they do not overlap on "
+                f"screen. Make the labels with napari's New labels button while '{a.name}' is "
+                f"selected, or in the console: layer.rotate = viewer.layers['{a.name}'].rotate.")
+
+    def where(x: LayerArray) -> str:
+        return (f"scale {tuple(round(v, 4) for v in x.spacing)}, translate "
+                f"{tuple(round(v, 3) for v in x.translate)}")
+
+    return (f"{what} '{a.name}' ({where(a)}) and '{b.name}' ({where(b)}) do not lie on one "
+            "grid: their voxels would pair up although they do not overlap on screen. "
+            "Give them the same scale and translate (layer properties) first.")
 
 
 def get_layer(viewer: Any, name: str) -> Any:

@@ -295,6 +295,14 @@ class JobRunner:
         show_info(f"A {self.what} job is already running; stop it or wait for it to finish "
                   "before starting another.")
 
+    def cancel_job(self) -> None:
+        """Cancel the running job, if any, without waiting; the runner stays usable.
+
+        For a widget taken out of its dock: no one can see or stop that job any more.
+        """
+        if self.job is not None:
+            self.job.cancel()
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the running job (viewer or panel closing) and wait up to ``timeout`` seconds.
 
@@ -357,7 +365,7 @@ def stop_on_close(widget: Any, runner: JobRunner, viewer: Any = None) -> None:
                 if obj.parent() is not None:
                     docked[0] = True
                 elif docked[0]:  # taken out of its dock (napari's remove_dock_widget)
-                    runner.shutdown()
+                    runner.cancel_job()  # not shutdown: docked again, the widget still works
             elif kind == QEvent.Type.Close:
                 runner.shutdown()
             return False
