@@ -191,6 +191,7 @@ def cmd_evaluate_restore(args: argparse.Namespace) -> int:
         evaluate_restoration,
         per_slice_errors,
         restoration_rows,
+        ssim_window,
         to_jsonable,
         write_csv,
     )
@@ -206,8 +207,7 @@ def cmd_evaluate_restore(args: argparse.Namespace) -> int:
                            "NaN. Fill them (or crop them away) first.")
     if args.data_range is not None and not args.data_range > 0:
         raise CliError(f"--data-range must be > 0, got {args.data_range}.")
-    win = min(7, min(r.shape))
-    win -= 1 - win % 2
+    win = ssim_window(r.shape)
     if win < 3:
         raise CliError(f"{args.ref}: shape {r.shape} is too small for SSIM (needs 3 voxels a "
                        "side).")

@@ -60,6 +60,15 @@ class _Unsupported(ValueError):
     """A file name with a suffix no reader handles."""
 
 
+def file_stem(path: str | os.PathLike[str]) -> str:
+    """A file's name without its image suffix: ``.../flair.nii.gz`` -> ``flair``."""
+    name = str(path).replace("\\", "/").rsplit("/", 1)[-1]
+    for suffix in sorted(NIFTI_SUFFIXES + RASTER_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def is_nifti(path: str | os.PathLike[str]) -> bool:
     """True when the name ends in ``.nii`` or ``.nii.gz``."""
     return str(path).lower().endswith(NIFTI_SUFFIXES)
@@ -199,6 +208,13 @@ def _usable_affine(img: Any, path: Path) -> np.ndarray:
     return aff
 
 
+def drop_trailing_singletons(data: np.ndarray) -> np.ndarray:
+    """``(240, 240, 155, 1)`` -> ``(240, 240, 155)``: length-1 axes past the third dropped."""
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    return data
+
+
 def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volume:
     """Read a file that must hold one 2D or 3D scalar volume.
 
@@ -207,9 +223,7 @@ def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volu
     axes is refused with a message saying how to split it.
     """
     vol = read_volume(path)
-    data = vol.data
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
+    data = drop_trailing_singletons(vol.data)
     if data.ndim == 3 and not is_nifti(path) and data.shape[-1] in (3, 4):
         rgb = data[..., :3]
         if np.all(rgb == rgb[..., :1]):

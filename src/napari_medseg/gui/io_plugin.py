@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,22 +62,15 @@ def read_nifti(path: str | Sequence[str]) -> list[LayerData]:
     out: list[LayerData] = []
     for p in paths:
         vol = io.read_volume(p)
-        name = Path(p).name
-        for suffix in io.NIFTI_SUFFIXES:
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-        out.extend(_layers_of(vol, name))
+        out.extend(_layers_of(vol, io.file_stem(p)))
     return out
 
 
 def _layers_of(vol: io.Volume, name: str) -> list[LayerData]:
     """Layer data for one file: 2D/3D as one layer; 4D as channels or a time series."""
-    data = vol.data
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
+    data = io.drop_trailing_singletons(vol.data)
     if data.dtype.names:  # NIfTI RGB24 / RGBA32: a structured dtype napari cannot show
         rgb = np.stack([data[c] for c in data.dtype.names[:3]], axis=-1)
-        vol = io.Volume(rgb, vol.affine, vol.path, vol.header)
         kw = volume_layer_kwargs(io.Volume(rgb[..., 0], vol.affine, vol.path), name)
         return [(rgb, {**kw, "rgb": True}, "image")]
     if data.ndim not in (2, 3, 4):

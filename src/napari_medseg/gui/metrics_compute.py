@@ -130,11 +130,6 @@ def distance_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
     return factory
 
 
-def ssim_window(shape: Sequence[int]) -> int:
-    """The CLI's SSIM window: 7, or the largest odd size that fits a thin image."""
-    win = min(7, min(shape))
-    return win - (1 - win % 2)
-
 
 def restoration_job(pred: np.ndarray, ref: np.ndarray, *, axis: int | None, token: int
                     ) -> Callable[[Callable[[], bool]], Generator[Any, None, RestorationResult]]:
@@ -143,7 +138,7 @@ def restoration_job(pred: np.ndarray, ref: np.ndarray, *, axis: int | None, toke
         yield from ()
         t0 = time.perf_counter()
         p, r = np.asarray(pred, np.float64), np.asarray(ref, np.float64)
-        win = ssim_window(r.shape)
+        win = M.ssim_window(r.shape)
         if win < 3:
             raise ValueError(f"images of shape {r.shape} are too small for SSIM (3 pixels a "
                              "side at least); pick larger images.")

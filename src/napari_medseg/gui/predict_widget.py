@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_medseg.core import io
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.job_controls import PBAR_TOTAL, ProgressBarOwner
 from napari_medseg.gui.layer_list import CheckableLayerList
@@ -37,11 +38,7 @@ WHOLE, SLICE = "whole volume", "displayed slice (preview)"
 
 def channel_label(name: str) -> str:
     """A model channel's short name (a CLI-trained model stores paths: ``.../flair.nii.gz``)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1]
-    for suffix in (".nii.gz", ".nii", ".tiff", ".tif", ".png"):
-        if base.lower().endswith(suffix):
-            return base[: -len(suffix)]
-    return base
+    return io.file_stem(name)
 
 
 def match_channels(model_channels: Sequence[str], layers: Sequence[str]) -> list[str] | None:

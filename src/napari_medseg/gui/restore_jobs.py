@@ -87,11 +87,6 @@ def default_patch(shape: Sequence[int], dims: int, axis: int | None) -> tuple[in
     return fit_patch(shape, dims, slice_axis=axis, cap=64 if dims == 2 else 32, multiple=8)
 
 
-def ssim_window(shape: Sequence[int]) -> int:
-    """The largest odd window up to 7 that fits ``shape`` (as ``napari-medseg evaluate``)."""
-    win = min(7, min(shape))
-    return win - (1 - win % 2)
-
 
 @dataclass(frozen=True)
 class Comparison:
@@ -112,7 +107,7 @@ def compare(pred: np.ndarray, ref: np.ndarray, *, original: np.ndarray | None = 
     :func:`ssim_window`, as ``napari-medseg evaluate --task restore``; ``original``
     (the unrestored input) gets the same numbers, without maps.
     """
-    from napari_medseg.core.metrics import mae, mse, nmse, psnr, ssim
+    from napari_medseg.core.metrics import mae, mse, nmse, psnr, ssim, ssim_window
 
     p = np.asarray(pred, np.float64)
     r = np.asarray(ref, np.float64)

@@ -9,6 +9,7 @@ from napari_medseg.core.metrics.image import (
     nmse_variance,
     psnr,
     ssim,
+    ssim_window,
 )
 from napari_medseg.core.metrics.image_maps import absolute_error_map, per_slice_errors
 from napari_medseg.core.metrics.overlap import dice, dice_per_class
@@ -47,6 +48,7 @@ __all__ = [
     "nmse_variance",
     "psnr",
     "ssim",
+    "ssim_window",
     "dice",
     "dice_per_class",
     "evaluate_segmentation",

@@ -39,6 +39,7 @@ and reported in the restoration issue) because it
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -266,6 +267,13 @@ def _ssim_nd(x: np.ndarray, y: np.ndarray, *, data_range: float, win_size: int,
             total += float(part.sum(dtype=np.float64))
             count += part.size
     return (total / count if count else float("nan")), smap
+
+
+def ssim_window(shape: Sequence[int]) -> int:
+    """The SSIM window for an image of ``shape``: 7, or the largest odd size that fits a
+    thin one (below 3 the image is too small for SSIM)."""
+    win = min(7, min(int(n) for n in shape))
+    return win - (1 - win % 2)
 
 
 def ssim(pred: Any, target: Any, *, data_range: float, win_size: int | None = None,

@@ -123,19 +123,16 @@ def restoration_ssim(pred: np.ndarray, ref: np.ndarray, data_range: float, spati
     Per slice along ``slice_axis`` for a 2D model on a volume, else over the whole
     image; the window is 7 voxels, or the largest odd size the image allows.
     """
-    from napari_medseg.core.metrics import ssim
+    from napari_medseg.core.metrics import ssim, ssim_window
 
     vals = []
     for p, r in zip(pred, ref):  # channels
         if spatial_dims == 2 and p.ndim == 3:
-            win = min(7, min(p.shape[a] for a in range(3) if a != slice_axis))
-            win -= 1 - win % 2
+            win = ssim_window([n for a, n in enumerate(p.shape) if a != slice_axis])
             vals.append(ssim(p, r, data_range=data_range, channel_axis=slice_axis,
                              win_size=win))
         else:
-            win = min(7, min(p.shape))
-            win -= 1 - win % 2
-            vals.append(ssim(p, r, data_range=data_range, win_size=win))
+            vals.append(ssim(p, r, data_range=data_range, win_size=ssim_window(p.shape)))
     return float(np.mean(vals))
 
 
