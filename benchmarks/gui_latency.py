@@ -22,7 +22,7 @@ firings. Phases, each with its own statistics:
 
 A separate process runs the same 10 ms probe as a *control*: how late any
 thread is woken on this machine at that time (other processes' load), printed
-under each phase. ``--no-fixes`` (or ``--without calm|threads|prewarm``)
+under each phase. ``--no-fixes`` (or ``--without threads|prewarm``)
 measures without the latency measures of ``gui/job_tuning.py`` and
 ``gui/workers.py`` (prewarm) -- the "before".
 
@@ -192,9 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     from napari_medseg.gui import job_tuning, workers
 
-    off = set(args.without) | ({"calm", "threads", "prewarm"} if args.no_fixes else set())
-    if "calm" in off:
-        job_tuning.CALM_ACTIVITY_INDICATOR = False
+    off = set(args.without) | ({"threads", "prewarm"} if args.no_fixes else set())
     if "threads" in off:
         job_tuning.TORCH_RESERVED_CORES = 0
     if "prewarm" in off:
@@ -360,9 +358,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure without the latency measures of gui/job_tuning.py and "
                          "gui/workers.py (the 'before')")
     ap.add_argument("--without", action="append", default=[],
-                    choices=("calm", "threads", "prewarm"),
-                    help="leave out one measure: the paused activity indicator, the core "
-                         "reserved for the GUI (torch threads), torch warmed up when the "
+                    choices=("threads", "prewarm"),
+                    help="leave out one measure: the core reserved for the GUI (torch threads), torch warmed up when the "
                          "training widget opens")
     ap.add_argument("--diagnose", action="store_true",
                     help="record what each thread runs while the GUI thread is late")

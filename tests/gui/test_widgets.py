@@ -442,7 +442,7 @@ def _untrained(channel_names, *, dims=2):
     (["T1", "T1"], ["x t1", "y t1"], None),                 # ambiguous
 ])
 def test_match_channels(model, layers, expected):
-    from napari_medseg.gui.predict_widget import match_channels
+    from napari_medseg.gui.channel_order import match_channels
 
     assert match_channels(model, layers) == expected
 

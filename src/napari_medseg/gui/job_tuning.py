@@ -1,5 +1,5 @@
-"""Latency measures taken while jobs run: fewer torch threads, napari's activity indicator
-stilled. Called by :mod:`napari_medseg.gui.workers`; starts no threads."""
+"""Latency measures taken while jobs run: fewer torch threads. Called by
+:mod:`napari_medseg.gui.workers`; starts no threads."""
 
 from __future__ import annotations
 
@@ -11,13 +11,6 @@ from typing import Any
 # a job runs and undone when the last job ends. Set a switch off to measure without it (the
 # benchmark's --no-fixes / --without).
 
-#: napari's activity indicator is a 90-frame GIF played at 33 frames/s while any progress
-#: bar exists; every frame repaints the main window, which with the OpenGL canvas means
-#: re-compositing the whole window -- in software (llvmpipe: Xvfb, VMs, remote desktops)
-#: tens of ms per frame, far more when torch keeps every core busy: it alone took the probe's
-#: median latency from ~1 ms to 20-40 ms while training. It is paused on its current frame
-#: (still showing "in progress"); the progress bars themselves still move.
-CALM_ACTIVITY_INDICATOR = True
 #: torch's intra-op threads default to one per core; a job uses at most
 #: ``cores - TORCH_RESERVED_CORES`` so the GUI thread and the renderer keep a core. On the
 #: shared 2-core machine this made training and prediction ~3x faster (two OpenMP threads on
@@ -70,27 +63,3 @@ def _leave_job_tuning() -> None:
             import torch
 
             torch.set_num_threads(_tune_saved.pop("threads"))
-
-
-def calm_activity_indicator() -> None:
-    """Stop napari's animated "in progress" indicator (GUI thread; see the note above).
-
-    It restarts by itself whenever napari adds a progress bar, so widgets call this right
-    after creating theirs. Private napari API, used defensively: if it moved, nothing happens.
-    """
-    if not CALM_ACTIVITY_INDICATOR:
-        return
-    try:
-        from napari._qt.dialogs.qt_activity_dialog import ActivityToggleItem
-        from qtpy.QtWidgets import QApplication
-
-        app = QApplication.instance()
-        if app is None:
-            return
-        for top in app.topLevelWidgets():
-            for item in top.findChildren(ActivityToggleItem):
-                movie = item._inProgressIndicator.movie()
-                if movie is not None:
-                    movie.setPaused(True)
-    except Exception:  # noqa: BLE001 - cosmetic; never break a job over it
-        pass

@@ -1,6 +1,6 @@
 """Prediction widget: a model + image layers -> labels, probability and uncertainty layers.
 
-Prediction runs in a worker thread with a napari progress bar and Cancel. The
+Prediction runs in a worker thread with a progress bar and Cancel. The
 new layers never replace existing ones and sit exactly on the input (scale,
 translate, affine). "Displayed slice" predicts only the slice under the
 viewer's slider, for a fast preview.
@@ -9,7 +9,6 @@ viewer's slider, for a fast preview.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,43 +24,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_medseg.core import io
 from napari_medseg.gui import layers as L
-from napari_medseg.gui.job_controls import PBAR_TOTAL, ProgressBarOwner
+from napari_medseg.gui.channel_order import describe_order, order_for_model
+from napari_medseg.gui.job_controls import ProgressBarOwner
 from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.model_store import ModelLoading, StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import InputError, MedsegWidget, device_combo
 
 WHOLE, SLICE = "whole volume", "displayed slice (preview)"
-
-
-def channel_label(name: str) -> str:
-    """A model channel's short name (a CLI-trained model stores paths: ``.../flair.nii.gz``)."""
-    return io.file_stem(name)
-
-
-def match_channels(model_channels: Sequence[str], layers: Sequence[str]) -> list[str] | None:
-    """Order ``layers`` as the model's channels when each name points at exactly one layer.
-
-    ``T1``/``FLAIR`` (or ``.../t1.nii.gz``) match the layers ``case2 t1`` and
-    ``case2 flair`` whatever their order in the viewer: a layer name containing
-    the channel's short name, ignoring case. None when any channel matches no
-    layer or several, or two channels the same layer: then the list order stands.
-    """
-    if not model_channels or len(model_channels) != len(layers):
-        return None
-    keys = [channel_label(c).lower() for c in model_channels]
-    picked = []
-    for key in keys:
-        hits = [x for x in layers if key and key in x.lower()]
-        if len(hits) != 1:
-            # "t1" is inside "t1c": prefer the layer whose name ends with the key
-            hits = [x for x in hits if x.lower().rstrip().endswith(key)]
-            if len(hits) != 1:
-                return None
-        picked.append(hits[0])
-    return picked if len(set(picked)) == len(picked) else None
 
 
 @dataclass(frozen=True)
@@ -208,13 +179,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         """Check the inputs against the model; raise :class:`InputError` with the reason."""
         ck = m.checkpoint
         names = self.checked_channels()
-        order = getattr(self, "_order", None)
-        if order and set(order) == set(names):
-            names = order
-        elif ck.channel_names and set(ck.channel_names) == set(names):
-            names = list(ck.channel_names)
-        else:
-            names = match_channels(ck.channel_names, names) or names
+        names, _ = order_for_model(ck.channel_names, names, getattr(self, "_order", None))
         n = ck.model_config.in_channels
         if len(names) != n:
             want = f" ({', '.join(ck.channel_names)})" if ck.channel_names else ""
@@ -234,10 +199,9 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         like = chans[0]
         arrays = [c.data for c in chans]
         note = ""
-        if n > 1:  # the order matters and is easy to get wrong: say it
-            want = list(ck.channel_names) or [f"channel {i + 1}" for i in range(n)]
-            note = "Channels: " + ", ".join(f"{channel_label(w)} <- '{x}'"
-                                            for w, x in zip(want, names)) + "."
+        if n > 1 or (ck.channel_names and names != list(ck.channel_names)):
+            # the order, or a stand-in for the channel the model learnt, is easy to miss
+            note = describe_order(ck.channel_names, names)
         if dims == 2 and nd == 3:
             note += (f"{' ' if note else ''}2D model on a 3D volume: slice by slice along axis "
                      f"{ck.train_config.slice_axis}.")
@@ -292,9 +256,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             return segment(ck, plan.channels, plan.spacing, model=m.network(), device=device,
                            tta=tta, channel_names=list(plan.names) or None)
 
-        from napari.utils import progress
-
-        self._pbar = progress(total=PBAR_TOTAL, desc="predicting")
+        self._open_pbar("predicting")
         job = self.runner.start(factory, on_event=self._on_event,
                                 on_done=lambda seg: self._on_done(seg, plan, m),
                                 on_error=lambda e: self._say(f"Prediction failed: {e}",
@@ -319,7 +281,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         pb = self._pbar
         if isinstance(ev, Progress) and pb is not None:
             eta = f", about {ev.eta_s:.0f}s left" if ev.eta_s is not None else ""
-            pb.set_description(f"predicting {ev.done}/{ev.total}{eta}")
+            self._pbar_text(f"predicting {ev.done}/{ev.total}{eta}")
             self._set_progress(ev.fraction)
 
     def _on_finished(self) -> None:

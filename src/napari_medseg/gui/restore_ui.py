@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 
-from qtpy.QtCore import QSize, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -17,9 +16,6 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
-    QVBoxLayout,
-    QWidget,
 )
 
 from napari_medseg.gui import restore_jobs as J
@@ -32,43 +28,11 @@ _SIMPLE_SPEC = re.compile(r"^\s*([A-Za-z]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0
 NONE = "(none)"
 
 
-class _FitWidthScroll(QScrollArea):
-    """Scrolls vertically only and asks the dock for its content's full width.
-
-    The width is asked for at layout time, once napari's style sheet has sized the
-    controls (a width fixed while building them came out too narrow and clipped them).
-    """
-
-    def _extra(self) -> int:
-        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        inner = self.widget()
-        if inner is None:
-            return super().minimumSizeHint()
-        return QSize(inner.minimumSizeHint().width() + self._extra(), 120)
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
-        inner = self.widget()
-        if inner is None:
-            return super().sizeHint()
-        hint = inner.sizeHint()
-        return QSize(hint.width() + self._extra(), hint.height())
-
-
 class RestoreControls(MedsegWidget):
     """Builds and reads the controls; :class:`~.restore_widget.RestoreWidget` acts on them."""
 
     def build_ui(self) -> None:
-        # The controls are taller than a laptop screen's dock: they scroll, the width fits.
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        scroll = _FitWidthScroll()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        inner = QWidget()
-        lay = QVBoxLayout(inner)
+        lay = self.scrolling_layout()
         data = QGroupBox("Training data")
         form = QFormLayout(data)
         self.mode_combo = QComboBox()
@@ -179,8 +143,6 @@ class RestoreControls(MedsegWidget):
         f4.addRow(self.readout)
         lay.addWidget(rbox)
         lay.addStretch(1)
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
 
         self.mode_combo.currentIndexChanged.connect(lambda *_: self._mode_changed())
         self.degrade_combo.currentIndexChanged.connect(lambda *_: self._kind_changed())

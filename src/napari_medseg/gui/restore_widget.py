@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QWidget
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui import restore_jobs as J
-from napari_medseg.gui.job_controls import PBAR_TOTAL, JobControls, step_fraction
+from napari_medseg.gui.job_controls import JobControls, step_fraction
 from napari_medseg.gui.model_store import StoredModel, store_for
 from napari_medseg.gui.restore_apply import RestoreApply
 from napari_medseg.gui.restore_jobs import ROLE
@@ -254,10 +254,8 @@ class RestoreWidget(JobControls, RestoreApply):
 
     def _start(self, factory: Any, kind: str, *, with_clock: bool = False, warm: bool = False
                ) -> bool:
-        from napari.utils import progress
-
         self._job_kind = kind
-        self._pbar = progress(total=PBAR_TOTAL, desc=f"restoration {kind}")
+        self._open_pbar(f"restoration {kind}")
         job = self.runner.start(factory, on_event=self._on_event, on_done=self._on_done,
                                 on_error=self._on_error, on_finished=self._on_finished,
                                 on_cancelled=lambda: self._say(f"{kind.capitalize()} "

@@ -64,6 +64,32 @@ def sparse_target(labels: np.ndarray, *, axis: int | None, background: bool) -> 
     return t
 
 
+def painted_axis_hint(labels: np.ndarray, axis: int | None) -> str:
+    """A warning when ``labels`` look painted along another axis than ``axis``, else "".
+
+    Slices along ``axis`` with no label are ignored and every unpainted voxel of the
+    others is background; a few slices painted along another axis touch most slices
+    along ``axis``, which would make most of the volume background.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 3 or axis is None:
+        return ""
+    nz = lab > 0
+    if not nz.any():
+        return ""
+    frac = []
+    for a in range(3):
+        other = tuple(b for b in range(3) if b != a)
+        frac.append(float(np.any(nz, axis=other).mean()))
+    best = int(np.argmin(frac))
+    if best == axis or frac[best] > 0.5 * frac[axis]:
+        return ""
+    n = int(round(frac[best] * lab.shape[best]))
+    return (f". They look painted along axis {best} ({n} of {lab.shape[best]} slices hold "
+            f"labels there): choose it in 'Slices along', or most of the volume counts as "
+            "background.")
+
+
 def _value_counts(target: np.ndarray) -> dict[int, int]:
     """Voxels per label value >= 0 (a bincount: linear, unlike np.unique's sort, which
     froze the GUI thread for ~0.4 s when Train was pressed on a loaded machine)."""
@@ -107,6 +133,7 @@ class TrainInputs:
     target: np.ndarray
     stats: LabelStats
     axis: int | None
+    note: str = ""  # said when training starts (channel order, slice axis)
 
 
 def parse_patch(text: str, dims: int, example: int) -> tuple[int, ...]:

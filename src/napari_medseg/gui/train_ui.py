@@ -22,7 +22,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
 )
 
 from napari_medseg.gui import layers as L
@@ -32,6 +31,7 @@ from napari_medseg.gui.train_inputs import (
     LabelStats,
     default_patch,
     label_stats,
+    painted_axis_hint,
     sparse_target,
 )
 from napari_medseg.gui.widget_base import (
@@ -58,25 +58,31 @@ class TrainControls(MedsegWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
+        lay = self.scrolling_layout()
         data = QGroupBox("Data")
         form = QFormLayout(data)
         self.channel_list = CheckableLayerList(
             max_height=90, tooltip="Image layers used as input channels, in this order.")
-        self.channel_list.itemChanged.connect(lambda *_: self._settings_from_data())
         form.addRow("Channels", self.channel_list)
         self.labels_combo = QComboBox()
         self.labels_combo.currentIndexChanged.connect(lambda *_: self._labels_changed())
         form.addRow("Labels", self.labels_combo)
         self.axis_combo = QComboBox()
         self.axis_combo.addItems(["axis 0", "axis 1", "axis 2"])
-        self.axis_combo.setToolTip("3D volumes: slices along this axis; a 2D model trains on them.")
+        self.axis_combo.setToolTip(
+            "3D volumes: the axis you painted slices along (a 2D model also trains on slices "
+            "along it). It follows the view's slider until you choose one here; Continue "
+            "training uses the current model's.")
         self.axis_combo.currentIndexChanged.connect(lambda *_: self._settings_from_data())
+        self.axis_combo.activated.connect(self._axis_picked)  # by the user only
+        self._axis_chosen = False
         form.addRow("Slices along", self.axis_combo)
         self.background_check = QCheckBox("unlabelled voxels are background")
         self.background_check.setToolTip(
-            "Off: slices without any label are ignored (sparse annotation). On: every voxel "
-            "with label 0 counts as background.")
+            "Off (sparse annotation): slices without any label are ignored; on a slice with "
+            "any label, every unpainted voxel counts as background, so finish each slice you "
+            "start. On: every unpainted voxel of the volume counts as background (fully "
+            "labelled volumes, and 2D images, which are always taken as fully labelled).")
         self.background_check.toggled.connect(lambda *_: self.refresh_stats())
         form.addRow(self.background_check)
         self.stats_label = QLabel("")
@@ -227,13 +233,34 @@ class TrainControls(MedsegWidget):
                 emitter = getattr(layer.events, evname, None)
                 if emitter is not None:
                     emitter.connect(self._schedule_stats)
-        self._watched = layer
-        if layer is not None and layer.ndim == 3:
-            ax = L.slider_axis(self.viewer, layer)
-            self.axis_combo.blockSignals(True)
-            self.axis_combo.setCurrentIndex(2 if ax is None else ax)
-            self.axis_combo.blockSignals(False)
-        self._settings_from_data()
+        if self._watched is not layer:
+            self._axis_chosen = False  # another layer may be painted along another axis
+            self._watched = layer
+            self._follow_view_axis(quiet=True)
+            self._settings_from_data()
+        else:  # another layer came or went: keep what the user set, recount only
+            self.refresh_stats()
+
+    def _axis_picked(self, *_: Any) -> None:
+        self._axis_chosen = True
+
+    def _follow_view_axis(self, *_: Any, quiet: bool = False) -> None:
+        """Slices along the viewer's slider axis, until the user picks an axis."""
+        layer = self._labels_layer()
+        if self._axis_chosen or layer is None or layer.ndim != 3:
+            return
+        ax = L.slider_axis(self.viewer, layer)
+        if ax is None or ax == self.axis_combo.currentIndex():
+            return
+        self.axis_combo.blockSignals(quiet)
+        self.axis_combo.setCurrentIndex(ax)
+        self.axis_combo.blockSignals(False)
+
+    def use_axis(self, axis: int) -> None:
+        """Slice along ``axis`` (Continue training: the model's), refreshing the stats."""
+        self._axis_chosen = True
+        if axis != self.axis_combo.currentIndex():
+            self.axis_combo.setCurrentIndex(axis)
 
     def _schedule_stats(self, *_: Any) -> None:
         self._stats_timer.start()
@@ -262,7 +289,10 @@ class TrainControls(MedsegWidget):
             self.stats_label.setText(str(exc))
             return None
         st = label_stats(target, self._axis(lab.ndim))
-        self.stats_label.setText(st.text(self._class_names()))
+        text = st.text(self._class_names())
+        if not self.background_check.isChecked():
+            text += painted_axis_hint(lab, self._axis(lab.ndim))
+        self.stats_label.setText(text)
         return st
 
     def _settings_from_data(self) -> None:

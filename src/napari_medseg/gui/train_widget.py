@@ -2,7 +2,7 @@
 
 The user checks one or more Image layers as channels, picks the Labels layer
 they painted, sees how much is labelled, and presses Train. Training runs in
-a thread (:mod:`napari_medseg.gui.workers`); a live plot and a napari
+a thread (:mod:`napari_medseg.gui.workers`); a live plot and a
 progress bar follow it; Stop keeps the best model; Continue training starts
 from the current model after the user corrected labels.
 
@@ -22,7 +22,8 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
 from napari_medseg.gui import layers as L
-from napari_medseg.gui.job_controls import PBAR_TOTAL, JobControls, step_fraction
+from napari_medseg.gui.channel_order import describe_order, order_for_model
+from napari_medseg.gui.job_controls import JobControls, step_fraction
 from napari_medseg.gui.model_store import ModelFiles, StoredModel, store_for
 from napari_medseg.gui.train_inputs import (
     TrainInputs,
@@ -66,6 +67,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
         self._watched: Any = None
         self._layers_changed()
+        self.viewer.dims.events.order.connect(self._follow_view_axis)
         prewarm_torch()  # the first optimiser step's imports, off the GUI thread, ahead of time
 
     def _layer_renamed(self, old: str, new: str) -> None:
@@ -82,11 +84,24 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         self.load_btn.clicked.connect(lambda: self.load_model())
 
     # ------------------------------------------------------------ inputs
-    def collect_inputs(self) -> TrainInputs:
-        """Read and check the chosen layers; raise :class:`InputError` with a clear reason."""
+    def collect_inputs(self, model: StoredModel | None = None) -> TrainInputs:
+        """Read and check the chosen layers; raise :class:`InputError` with a clear reason.
+
+        ``model``: the model Continue training starts from. Its channels are matched to
+        the checked layers by name, and its slice axis is used, so that the weights see
+        what they were trained on whatever the viewer's layer order or view.
+        """
         names = self.checked_channels()
         if not names:
             raise InputError("Check at least one Image layer as an input channel.")
+        note = ""
+        if model is not None:
+            ck = model.checkpoint
+            names, by_name = order_for_model(ck.channel_names, names)
+            if len(names) > 1 or (ck.channel_names and names != list(ck.channel_names)):
+                note = describe_order(ck.channel_names, names)
+                if not by_name and len(names) > 1:
+                    note += " (by list order: the layer names do not match the model's)"
         lab_layer = self._labels_layer()
         if lab_layer is None:
             raise InputError("No Labels layer: add one (layer list, 'new labels layer') and "
@@ -108,6 +123,11 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         if problem:
             raise InputError(problem)
         axis = self._axis(lab.data.ndim)
+        if model is not None and axis is not None:
+            axis = model.checkpoint.train_config.slice_axis
+            if axis != self.axis_combo.currentIndex():
+                note += f" Slices along axis {axis}, as the model was trained."
+                self.use_axis(axis)
         target = sparse_target(lab.data, axis=axis, background=self.background_check.isChecked())
         st = label_stats(target, axis)
         fg = {k: n for k, n in st.voxels.items() if k != 0 and n > 0}
@@ -119,7 +139,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             raise InputError(f"Only label value {present[0]} is labelled; a model needs at least "
                              "two classes. Leave some background unpainted in the labelled "
                              "slices, or tick 'unlabelled voxels are background'.")
-        return TrainInputs(chans, lab, target, st, axis)
+        return TrainInputs(chans, lab, target, st, axis, note.strip())
 
     def _configs(self, inp: TrainInputs, *, continue_from: StoredModel | None) -> tuple[Any, Any,
                                                                                        Any]:
@@ -182,7 +202,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             self._say("No current model to continue: train or load one first.", error=True)
             return False
         try:
-            inp = self.collect_inputs()
+            inp = self.collect_inputs(self.current if continue_ else None)
             self.stats_label.setText(inp.stats.text(self._class_names()))
             mc, tc, mapping = self._configs(inp, continue_from=self.current if continue_ else None)
         except (InputError, ValueError) as exc:
@@ -202,9 +222,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         self._ensure_plot()
         self.plot.class_names = self._class_names()
         self.plot.start_run(continued=continue_)
-        from napari.utils import progress
-
-        self._pbar = progress(total=PBAR_TOTAL, desc="training")
+        self._open_pbar("training")
         job = self.runner.start(factory, on_event=self._on_event, on_done=self._on_done,
                                 on_error=self._on_error, on_finished=self._on_finished,
                                 on_paused=self._on_paused, with_clock=True)
@@ -217,7 +235,8 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         if not continue_ and self.spacing_edit.text().strip().lower() == "auto":
             at = (at or " on the native grid") + " (auto)"
         self._say(f"{what}: {mc.spatial_dims}D UNet, patch {tuple(tc.patch_size)}{at}, "
-                  f"{mapping.num_classes} classes, {limit} on {tc.device}…")
+                  f"{mapping.num_classes} classes, {limit} on {tc.device}…"
+                  + (f" {inp.note}" if inp.note else ""))
         self._set_running(True)
         return True
 
@@ -256,9 +275,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
             paused = self.runner.job is not None and self.runner.job.is_paused
             if not paused and not (self.runner.job and self.runner.job.stop_requested):
                 self._say(f"Epoch {ev.epoch}, step {ev.step}: loss {ev.loss:.3f}{eta}")
-            pb = self._pbar
-            if pb is not None:
-                pb.set_description(f"training: epoch {ev.epoch}, loss {ev.loss:.3f}")
+            self._pbar_text(f"training: epoch {ev.epoch}")
         elif isinstance(ev, Validated):
             if self.plot is not None:
                 self.plot.add_dice(ev.step, ev.dice, ev.mean_dice)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QComboBox,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLayout,
+    QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -56,11 +59,59 @@ def device_combo() -> QComboBox:
     return combo
 
 
+class _FitWidthScroll(QScrollArea):
+    """Scrolls vertically only and asks the dock for its content's full width.
+
+    The width is asked for at layout time, once napari's style sheet has sized the
+    controls (a width fixed while building them came out too narrow and clipped them).
+    """
+
+    def _extra(self) -> int:
+        return self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        inner = self.widget()
+        if inner is None:
+            return super().minimumSizeHint()
+        return QSize(inner.minimumSizeHint().width() + self._extra(), 120)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        inner = self.widget()
+        if inner is None:
+            return super().sizeHint()
+        hint = inner.sizeHint()
+        return QSize(hint.width() + self._extra(), hint.height())
+
+
 class MedsegWidget(QWidget):
     """Base for the dock widgets; subclasses add the status line with :meth:`add_status`."""
 
+    def scrolling_layout(self) -> QVBoxLayout:
+        """The layout to build the form in, inside a vertical scroll area filling the widget.
+
+        The forms are taller than a laptop screen's dock, more so once a plot panel opens
+        below the canvas; without scrolling Qt squashes their rows until the text is cut.
+        """
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = _FitWidthScroll()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        inner = QWidget()
+        lay = QVBoxLayout(inner)
+        scroll.setWidget(inner)
+        outer.addWidget(scroll)
+        return lay
+
     def add_status(self, lay: QLayout) -> QLabel:
-        """Add the status line (``self.status``: wrapped, selectable text) to ``lay``."""
+        """Add the status line (``self.status``: wrapped, selectable text) to ``lay``, and
+        above it ``self.progress_bar``, hidden until a job shows it
+        (:class:`~napari_medseg.gui.job_controls.ProgressBarOwner`)."""
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.hide()
+        lay.addWidget(self.progress_bar)
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)

@@ -40,11 +40,7 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info
 
-from napari_medseg.gui.job_tuning import (
-    _enter_job_tuning,
-    _leave_job_tuning,
-    calm_activity_indicator,
-)
+from napari_medseg.gui.job_tuning import _enter_job_tuning, _leave_job_tuning
 from napari_medseg.gui.job_types import GenFactory, JobCancelled, JobDone, JobFailed, PauseClock
 
 _warm_lock = threading.Lock()
@@ -287,7 +283,6 @@ class JobRunner:
             worker.paused.connect(lambda: None if self._closed else on_paused(True))
             worker.resumed.connect(lambda: None if self._closed else on_paused(False))
         worker.start()
-        calm_activity_indicator()  # the widget made its napari progress bar just before
         return job
 
     def notify_busy(self) -> None:
