@@ -12,6 +12,7 @@ from qtpy.QtGui import QImage
 
 from napari_medseg.core import metrics as M
 from napari_medseg.gui import layers as L
+from napari_medseg.gui import metrics_compute as C
 from napari_medseg.gui import metrics_table as T
 from napari_medseg.gui.metrics_widget import OVERLAP_COLORS, MetricsWidget
 
@@ -434,3 +435,31 @@ def test_renaming_the_compared_layers_keeps_them_compared(make_napari_viewer, qt
     qtbot.mouseClick(w.compare_btn, LEFT)
     _settle(qtbot, w)
     assert _col(w, "Dice") == [M.dice_per_class(pred, ref)[1], M.dice_per_class(pred, ref)[2]]
+
+
+def test_a_sparse_reference_is_scored_on_its_labelled_slices_only(make_napari_viewer, qtbot):
+    """A perfect prediction against labels painted on 3 slices: Dice 1 when the widget is
+    told the reference is sparse; scored densely, every unpainted slice is a false positive."""
+    pred, _ = _labels_pair()
+    painted = np.zeros_like(pred)
+    painted[:, :, [6, 10, 16]] = pred[:, :, [6, 10, 16]]  # painted along axis 2
+    viewer = _viewer(make_napari_viewer, pred, painted)
+    w = _widget(viewer, qtbot)
+    dense = _col(w, "Dice")
+    assert dense == [M.dice_per_class(pred, painted)[1], M.dice_per_class(pred, painted)[2]]
+    assert max(dense) < 0.5
+    w.sparse_check.setChecked(True)
+    qtbot.waitUntil(lambda: not w.busy and w.seg is not None and bool(w.seg.scored),
+                    timeout=10000)
+    qtbot.waitUntil(lambda: _col(w, "HD95 mm")[0] is not None, timeout=10000)
+    assert _col(w, "Dice") == [1.0, 1.0]
+    assert _col(w, "HD95 mm") == [0.0, 0.0]
+    assert "3 of 20 slices (axis 2)" in w.status.text()
+    assert not (w.overlay_layer.data == M.FP).any()
+    # -1 voxels of the reference are left out too
+    ref = pred.copy()
+    ref[:, :, :5] = -1
+    wrong = pred.copy()
+    wrong[:, :, :5] = 0
+    p, r, said = C.labelled_part(wrong, ref)
+    assert M.dice_per_class(p, r)[1] == 1.0 and (r >= 0).all() and said

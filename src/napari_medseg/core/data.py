@@ -239,6 +239,26 @@ def fingerprint(arr: np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def labelled_slices(labels: np.ndarray, axis: int) -> np.ndarray:
+    """Which slices along ``axis`` hold any label (a value > 0): one bool per slice."""
+    lab = np.asarray(labels)
+    return np.any(lab > 0, axis=tuple(a for a in range(lab.ndim) if a != axis))
+
+
+def painted_axis(labels: np.ndarray) -> tuple[int, list[float]] | None:
+    """The axis a sparsely labelled volume looks painted along, and per axis the fraction
+    of slices holding labels; None when nothing is labelled.
+
+    Painting a few slices along one axis labels few of its slices but most slices along
+    the others, so the axis with the smallest fraction is the one painted along.
+    """
+    nz = np.asarray(labels) > 0
+    if not nz.any():
+        return None
+    frac = [float(labelled_slices(nz, a).mean()) for a in range(nz.ndim)]
+    return int(np.argmin(frac)), frac
+
+
 def bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
     """Bounding box of a boolean mask as slices, grown by ``margin`` voxels (whole array if empty)."""
     if not mask.any():

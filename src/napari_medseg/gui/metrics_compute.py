@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_medseg.core import metrics as M
+from napari_medseg.core.data import labelled_slices, painted_axis
 
 #: Volumes up to this many voxels compute :func:`overlap_part` in the GUI thread (measured:
 #: ~15-30 ms for 4M voxels on 2 shared cores); bigger ones in the worker.
@@ -42,6 +43,7 @@ class OverlapPart:
     overlap: np.ndarray
     map_label: int | None
     seconds: float
+    scored: str = ""  # what a sparse reference left in the score ("" when all of it)
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,11 +76,46 @@ def as_labels(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.kind in "biu" else np.rint(a).astype(np.int64)
 
 
-def overlap_part(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
-                 axis: int | None, map_label: int | None, token: int = 0) -> OverlapPart:
-    """Dice (volume and per slice), volume difference and TP/FP/FN map of ``pred`` vs ``ref``."""
-    t0 = time.perf_counter()
+def labelled_part(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """``pred`` and ``ref`` with what the reference leaves unlabelled taken out of the score.
+
+    A reference painted on a few slices (as the training widget's sparse labels are) says
+    nothing about its other slices; scored as it is, a perfect prediction gets false
+    positives on every unpainted slice. Here both arrays are set to 0 on the reference's
+    voxels of value -1 and, for a 3D reference, on its slices without any label along the
+    axis it looks painted along -- as ``napari-medseg evaluate`` treats -1. Also returns
+    what was left out, for the status line.
+    """
     p, r = as_labels(pred), as_labels(ref)
+    drop = r < 0
+    said = ""
+    found = painted_axis(r) if r.ndim == 3 else None
+    if found is not None:
+        axis = found[0]
+        keep = labelled_slices(r, axis)
+        idx: list[Any] = [slice(None)] * r.ndim
+        idx[axis] = ~keep
+        drop = drop.copy()
+        drop[tuple(idx)] = True
+        said = f"scored on the {int(keep.sum())} of {keep.size} slices (axis {axis}) " \
+               "the reference labels"
+    if drop.any():
+        p, r = np.where(drop, 0, p), np.where(drop, 0, r)
+    return p, r, said
+
+
+def overlap_part(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
+                 axis: int | None, map_label: int | None, token: int = 0,
+                 sparse: bool = False) -> OverlapPart:
+    """Dice (volume and per slice), volume difference and TP/FP/FN map of ``pred`` vs ``ref``.
+
+    ``sparse``: score only what the reference labels (:func:`labelled_part`).
+    """
+    t0 = time.perf_counter()
+    if sparse:
+        p, r, said = labelled_part(pred, ref)
+    else:
+        p, r, said = as_labels(pred), as_labels(ref), ""
     if axis is not None and p.ndim >= 2:
         sd: M.SliceDice | None = M.per_slice_dice(p, r, axis=axis)
         labels = sd.labels
@@ -92,17 +129,17 @@ def overlap_part(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
         map_label = None  # the class vanished (painted away): show every class
     ov = M.overlap_map(p, r, label=map_label)
     return OverlapPart(token, tuple(labels), vdice, vdiff, sd, axis if sd is not None else None,
-                       ov, map_label, time.perf_counter() - t0)
+                       ov, map_label, time.perf_counter() - t0, said)
 
 
 def overlap_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
-                axis: int | None, map_label: int | None, token: int
+                axis: int | None, map_label: int | None, token: int, sparse: bool = False
                 ) -> Callable[[Callable[[], bool]], Generator[Any, None, OverlapPart]]:
     """JobRunner factory running :func:`overlap_part` in the worker."""
     def factory(should_stop: Callable[[], bool]) -> Generator[Any, None, OverlapPart]:
         yield from ()
         return overlap_part(pred, ref, spacing=spacing, axis=axis, map_label=map_label,
-                            token=token)
+                            token=token, sparse=sparse)
     return factory
 
 
@@ -114,15 +151,20 @@ def present_labels(pred: np.ndarray, ref: np.ndarray) -> list[int]:
 
 
 def distance_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
-                 tolerance_mm: float, token: int, labels: Sequence[int] | None = None
+                 tolerance_mm: float, token: int, labels: Sequence[int] | None = None,
+                 sparse: bool = False
                  ) -> Callable[[Callable[[], bool]], Generator[Any, None, DistancePart]]:
     """JobRunner factory: HD95 and NSD per class via ``evaluate_segmentation``.
 
-    ``labels`` None: every non-zero label of either array, found in the worker."""
+    ``labels`` None: every non-zero label of either array, found in the worker.
+    ``sparse``: only what the reference labels (:func:`labelled_part`)."""
     def factory(should_stop: Callable[[], bool]) -> Generator[Any, None, DistancePart]:
         yield from ()
         t0 = time.perf_counter()
-        p, r = as_labels(pred), as_labels(ref)
+        if sparse:
+            p, r, _ = labelled_part(pred, ref)
+        else:
+            p, r = as_labels(pred), as_labels(ref)
         todo = present_labels(p, r) if labels is None else list(labels)
         rep = M.evaluate_segmentation(p, r, spacing=spacing, labels=todo,
                                       tolerance_mm=tolerance_mm)

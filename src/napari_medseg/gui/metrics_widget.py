@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                            QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
+                            QLabel, QPushButton, QVBoxLayout, QWidget)
 
 from napari_medseg.core import metrics as M
 from napari_medseg.gui import layers as L
@@ -110,6 +110,13 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
                                  "distance of the other surface as agreeing (the tolerance a "
                                  "rater would accept, e.g. one or two voxels).")
         form.addRow("NSD tolerance", self.nsd_spin)
+        self.sparse_check = QCheckBox("reference labels some slices only")
+        self.sparse_check.setToolTip(
+            "For a reference painted on a few slices (as for the training widget): score "
+            "only the slices it labels, along the axis it looks painted along, and leave out "
+            "its -1 voxels. Off: every voxel the reference leaves 0 is background.")
+        self.sparse_check.toggled.connect(lambda *_: self.schedule())
+        form.addRow(self.sparse_check)
         lay.addLayout(form)
         for c in (self.pred_combo, self.ref_combo):
             c.currentIndexChanged.connect(self._inputs_changed)
@@ -317,14 +324,14 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
                 token = self.token
                 self.runner.start(C.overlap_job(pa.data, ra.data, spacing=ra.spacing,
                                                 axis=self._axis, map_label=label,
-                                                token=token),
+                                                token=token, sparse=self._sparse()),
                                   on_done=self._show_overlap, warm=False,
                                   on_error=lambda e: self._job_failed(token, "Dice", e),
                                   on_finished=lambda: self._after("fast"))
         else:
             self._show_overlap(C.overlap_part(pa.data, ra.data, spacing=ra.spacing,
                                               axis=self._axis, map_label=label,
-                                              token=self.token))
+                                              token=self.token, sparse=self._sparse()))
         self._start_distances(pa if big else L.layer_to_array(pl),
                               ra if big else L.layer_to_array(rl))
 
@@ -335,11 +342,15 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             return
         token = self.token  # the labels are found in the job: a full pass over both volumes
         self.dist_runner.start(C.distance_job(pa.data, ra.data, spacing=ra.spacing,
-                                              tolerance_mm=self.nsd_spin.value(), token=token),
+                                              tolerance_mm=self.nsd_spin.value(), token=token,
+                                              sparse=self._sparse()),
                                on_done=self._show_distances, warm=False,
                                on_error=lambda e: self._job_failed(
                                    token, "Surface distances (HD95, NSD)", e, clear=False),
                                on_finished=lambda: self._after("dist"))
+
+    def _sparse(self) -> bool:
+        return self.sparse_check.isChecked()
 
     def _after(self, which: str) -> None:
         if self._rerun[which]:
@@ -386,6 +397,7 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self._update_overlay(res)
         self._update_plot()
         self._say(f"Dice updated in {1000 * res.seconds:.0f} ms"
+                  + (f", {res.scored}" if res.scored else "")
                   + ("; surface distances…" if self.dist_runner.busy else "."))
 
     def _show_distances(self, res: C.DistancePart) -> None:
@@ -396,9 +408,10 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             T.set_cell(self.table, i, T.COL["HD95 mm"], res.report["hd95_mm"].get(str(v)),
                        T.fmt(res.report["hd95_mm"].get(str(v)), 2))
             T.set_cell(self.table, i, T.COL["NSD"], res.report["nsd"].get(str(v)))
-        self._say(f"Dice, HD95 and NSD (tolerance {res.tolerance_mm:g} mm) up to date; "
-                  f"distances took "
-                  f"{res.seconds:.2f} s.")
+        scored = f", {self.seg.scored}" if self.seg.scored else ""
+        took = f"{res.seconds:.2f} s" if res.seconds >= 0.01 else "under 0.01 s"
+        self._say(f"Dice, HD95 and NSD (tolerance {res.tolerance_mm:g} mm) up to date"
+                  f"{scored}; distances took {took}.")
 
     def _sync_classes(self, labels: tuple[int, ...]) -> None:
         have = [self.class_combo.itemData(i) for i in range(self.class_combo.count())]

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_medseg.core.data import labelled_slices, painted_axis
 from napari_medseg.core.plan import PATCH_2D, PATCH_3D, PATCH_MULTIPLE, default_depth
 from napari_medseg.core.plan import default_patch as fit_patch
 from napari_medseg.gui import layers as L
@@ -56,10 +57,8 @@ def sparse_target(labels: np.ndarray, *, axis: int | None, background: bool) -> 
     t = lab.astype(np.int16)
     if background or lab.ndim != 3 or axis is None:
         return t
-    other = tuple(a for a in range(lab.ndim) if a != axis)
-    has = np.any(lab > 0, axis=other)
     idx: list[Any] = [slice(None)] * lab.ndim
-    idx[axis] = ~has
+    idx[axis] = ~labelled_slices(lab, axis)
     t[tuple(idx)] = UNLABELLED
     return t
 
@@ -72,19 +71,13 @@ def painted_axis_hint(labels: np.ndarray, axis: int | None) -> str:
     along ``axis``, which would make most of the volume background.
     """
     lab = np.asarray(labels)
-    if lab.ndim != 3 or axis is None:
+    found = painted_axis(lab) if lab.ndim == 3 and axis is not None else None
+    if found is None:
         return ""
-    nz = lab > 0
-    if not nz.any():
+    best, frac = found
+    if best == axis or frac[best] > 0.5 * frac[axis]:  # type: ignore[index]
         return ""
-    frac = []
-    for a in range(3):
-        other = tuple(b for b in range(3) if b != a)
-        frac.append(float(np.any(nz, axis=other).mean()))
-    best = int(np.argmin(frac))
-    if best == axis or frac[best] > 0.5 * frac[axis]:
-        return ""
-    n = int(round(frac[best] * lab.shape[best]))
+    n = int(labelled_slices(lab, best).sum())
     return (f". They look painted along axis {best} ({n} of {lab.shape[best]} slices hold "
             f"labels there): choose it in 'Slices along', or most of the volume counts as "
             "background.")
