@@ -126,3 +126,20 @@ def test_training_form_scrolls_instead_of_squashing(make_napari_viewer):
     # the form is ~835 px tall; without scrolling the dock could not be shorter
     assert w.minimumSizeHint().height() < 300
     assert w.sizeHint().height() > 500
+
+
+def test_a_removed_labels_layer_is_not_silently_replaced(make_napari_viewer, small):
+    viewer = make_napari_viewer()
+    viewer.add_image(small.t1, name="T1")
+    viewer.add_labels(small.labels.astype(np.int32), name="ground truth")
+    viewer.add_labels(_sparse(small.labels.astype(np.int32), 2, [4, 8]), name="my labels")
+    w = _widget(viewer)
+    w.set_channels(["T1"])
+    w.labels_combo.setCurrentText("my labels")
+    viewer.layers.remove("my labels")
+    assert w.labels_combo.currentText() == ""  # not "ground truth"
+    assert "'my labels' was removed" in w.stats_label.text()
+    assert not w.start_training()
+    assert "Choose the Labels layer" in w.status.text()
+    w.labels_combo.setCurrentText("ground truth")  # the user's own choice counts
+    assert w.collect_inputs().labels.name == "ground truth"

@@ -205,6 +205,11 @@ class TrainControls(MedsegWidget):
         self.labels_combo.addItems(names)
         if current in names:
             self.labels_combo.setCurrentText(current)
+        elif current:
+            # The chosen layer is gone: choose none rather than another layer (possibly
+            # full ground truth) that the user never picked.
+            self.labels_combo.setCurrentIndex(-1)
+            self._lost_labels = current
         self.labels_combo.blockSignals(False)
         self._labels_changed()
 
@@ -276,7 +281,10 @@ class TrainControls(MedsegWidget):
     def refresh_stats(self) -> LabelStats | None:
         layer = self._labels_layer()
         if layer is None:
-            self.stats_label.setText("Add a Labels layer and paint a few slices.")
+            lost = getattr(self, "_lost_labels", "")
+            self.stats_label.setText(
+                f"'{lost}' was removed: choose the Labels layer to train on." if lost
+                and self.labels_combo.count() else "Add a Labels layer and paint a few slices.")
             return None
         lab = L.layer_to_array(layer, copy=False).data
         if lab.ndim not in (2, 3):

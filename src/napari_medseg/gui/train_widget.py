@@ -103,6 +103,8 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
                 if not by_name and len(names) > 1:
                     note += " (by list order: the layer names do not match the model's)"
         lab_layer = self._labels_layer()
+        if lab_layer is None and self.labels_combo.count():
+            raise InputError("Choose the Labels layer to train on (Labels).")
         if lab_layer is None:
             raise InputError("No Labels layer: add one (layer list, 'new labels layer') and "
                              "paint a few slices of each structure.")
