@@ -4,9 +4,11 @@ and reading checkpoints, channel files and --pred/--ref pairs with one set of ch
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,69 @@ from napari_medseg.core import io
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | None]],
+                  inputs: Sequence[str | None] = ()) -> None:
+    """Refuse, before any work, outputs that cannot be written or would destroy an input.
+
+    Parameters
+    ----------
+    outputs : sequence of (flag, path)
+        The command's output files (``("--out", "m.pt")``); None paths are skipped.
+    inputs : sequence of str
+        Every file the command reads: an output naming one of them would overwrite the
+        user's data (a label file replaced by a model, an image by its prediction).
+
+    Raises
+    ------
+    CliError
+        An output is a folder, lies in a missing or read-only folder, is an input, or
+        is named twice; the message says which and what to do.
+    """
+    seen: dict[str, str] = {}
+    for flag, path in outputs:
+        if not path:
+            continue
+        out = Path(path)
+        if out.is_dir():
+            raise CliError(f"{flag} {path} is a folder; give a file name (one inside it, or "
+                           "another name).")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise CliError(f"{flag} {path}: the folder {parent} does not exist; create it or "
+                           "write elsewhere.")
+        if not os.access(parent, os.W_OK):
+            raise CliError(f"{flag} {path}: cannot write in {parent} (permission denied); "
+                           "write elsewhere.")
+        for src in inputs:
+            if src and (_same_file(out, Path(src)) or out.resolve() == Path(src).resolve()):
+                raise CliError(f"{flag} {path} is also an input of this command; writing it "
+                               "would destroy that file. Give the output another name.")
+        key = str(out.resolve())
+        if key in seen:
+            raise CliError(f"{flag} and {seen[key]} name the same file {path}; give each its "
+                           "own name.")
+        seen[key] = flag
+
+
+@contextlib.contextmanager
+def all_or_nothing(paths: Sequence[str | None]) -> Iterator[dict[str, str]]:
+    """Write several outputs so that either all of them appear or none changes.
+
+    Yields ``{final path: temporary path}`` (:func:`~napari_medseg.core.io.atomic_write`
+    for each); an error while writing any of them removes every temporary file and
+    leaves the final paths as they were.
+    """
+    with contextlib.ExitStack() as stack:
+        yield {str(p): stack.enter_context(io.atomic_write(p)) for p in paths if p}
 
 
 def _progress_printer(every_s: float = 2.0) -> Callable[[Any], None]:

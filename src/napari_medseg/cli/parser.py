@@ -11,12 +11,46 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from napari_medseg.cli.common import CliError
+from napari_medseg.cli.common import CliError, check_outputs
 from napari_medseg.cli.demo import cmd_demo
 from napari_medseg.cli.raters import cmd_raters
 from napari_medseg.cli.restore import cmd_restore
 from napari_medseg.cli.segment import cmd_evaluate, cmd_predict, cmd_train
 from napari_medseg.core.config import RATER_MODES
+
+
+def _count(text: str) -> int:
+    """argparse type: a whole number of at least 1 (sizes, epochs, steps)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: a seed, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to (not including) "
+                                         f"1, got {text}")
+    return value
 
 
 def _positive(text: str) -> float:
@@ -40,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="open napari on sample data, or train+predict headless")
     d.add_argument("--headless", action="store_true", help="no viewer: train, predict, print Dice")
     d.add_argument("--seconds", type=_positive, default=20.0, help="training time (headless)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=_seed, default=0)
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", help="train a segmentation (or, with --task restore, a "
@@ -80,10 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "majority = train on the plurality vote (a tie goes to the lower label "
                    "value). Raters abstain where their label is -1 or masked. Cases with one "
                    "label file train the same in every mode")
-    t.add_argument("--val-fraction", type=float, default=0.0, help="hold out this fraction of "
-                   "the cases (at least one) to pick the best model")
-    t.add_argument("--out", required=True, metavar="MODEL.pt")
-    t.add_argument("--dims", type=int, choices=(2, 3))
+    t.add_argument("--val-fraction", type=_fraction, default=0.0, help="hold out this "
+                   "fraction of the cases (at least one; needs two cases or more) to pick the "
+                   "best model; default 0: validate on the training cases' labelled voxels")
+    t.add_argument("--out", required=True, metavar="MODEL.pt", help="the model file to write "
+                   "(the best weights so far, rewritten as training improves)")
+    t.add_argument("--dims", type=int, choices=(2, 3), help="2D or 3D model (default: the "
+                   "images' dimensions; 2 trains on slices of 3D volumes, see --slice-axis)")
     t.add_argument("--arch", choices=("unet", "encdec", "fcn"), default="unet")
     t.add_argument("--loss", metavar="LOSS", help="segment: dice_ce, dice_ce_fg "
                    "(plus a Dice of all foreground classes together: for parts of one structure, "
@@ -91,12 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "dice_ce with one), dice, ce, bce; "
                    "restore: a weighted sum of l1, mse, ssim, perceptual, adv, e.g. l1+ssim or "
                    "0.8*l1+0.2*ssim (default l1; mse for noise2void)")
-    t.add_argument("--minutes", type=_positive)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--steps-per-epoch", type=int, default=50)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
-    t.add_argument("--patch", type=int, nargs="+", help="patch size (one value or one per "
+    t.add_argument("--minutes", type=_positive, help="training time budget (the best model "
+                   "so far is kept); with --epochs, whichever ends first")
+    t.add_argument("--epochs", type=_count, help="epochs to train (default 10 without "
+                   "--minutes)")
+    t.add_argument("--steps-per-epoch", type=_count, default=50, help="optimiser steps per "
+                   "epoch; validation follows each epoch")
+    t.add_argument("--seed", type=_seed, default=0, help="seeds weights, patches and "
+                   "augmentation: the same seed and --epochs give the same model")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="default: this machine's best (CUDA, then MPS, then CPU)")
+    t.add_argument("--patch", type=_count, nargs="+", help="patch size (one value or one per "
                    "axis; segment default 48^3 in 3D, 128^2 in 2D, smaller for smaller images)")
     t.add_argument("--spacing", nargs="+", metavar="MM",
                    help="segment: train at this voxel size in mm (one value or one per axis; a "
@@ -104,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "'native' keeps each volume's grid; 'auto' (the 3D default; 2D: native) "
                    "takes the size at which the patch spans half of the body's longest side, "
                    "never finer than the native grid (e.g. 1.8 mm for a brain, 48^3 patch)")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--width", type=int, default=16, help="feature maps at the first level")
-    t.add_argument("--depth", type=int, default=4, help="resolution levels")
+    t.add_argument("--batch-size", type=_count, help="patches per step (default 2 in 3D, "
+                   "8 in 2D)")
+    t.add_argument("--width", type=_count, default=16, help="feature maps at the first level")
+    t.add_argument("--depth", type=_count, default=4, help="resolution levels")
     t.add_argument("--lr", type=float, help="learning rate (segment 2e-3, restore 1e-3)")
     t.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="2D: axis to slice 3D "
                    "volumes along (segment: 2; restore: the axis of the coarsest spacing)")
@@ -173,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="default: this machine's best (CUDA, then MPS, then CPU)")
     s.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
-    s.add_argument("--batch-size", type=int, default=4)
+    s.add_argument("--batch-size", type=_count, default=4)
     s.set_defaults(func=cmd_restore)
 
     q = sub.add_parser("raters", help="agreement of several raters' labels and their consensus "
@@ -198,12 +241,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: Flags naming files a command writes, and files it reads (checked against each other).
+OUTPUT_FLAGS = ("out", "probabilities", "json", "csv")
+INPUT_FLAGS = ("image", "label", "label_mask", "target", "model", "pred", "ref",
+               "perceptual_model")
+
+
+def _flat(value: object) -> list[str]:
+    """A flag's paths: None, a path, or (nested) lists of paths from ``nargs``/``append``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [p for v in value for p in _flat(v)]
+    return [str(value)]
+
+
+def _check_files(args: argparse.Namespace) -> None:
+    """Every command: outputs writable, distinct, and never one of its inputs."""
+    outputs = [(f"--{k.replace('_', '-')}", getattr(args, k, None)) for k in OUTPUT_FLAGS]
+    inputs = [p for k in INPUT_FLAGS for p in _flat(getattr(args, k, None))]
+    check_outputs(outputs, inputs)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for user errors, with a one-line reason)."""
     args = build_parser().parse_args(argv)
     try:
+        _check_files(args)
         return int(args.func(args))
     except (CliError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write that failed after all (disk full, permissions)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # core validation errors already say what to do

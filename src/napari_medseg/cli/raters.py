@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_medseg.cli.common import CliError, placed_apart
+from napari_medseg.cli.common import CliError, all_or_nothing, placed_apart
 from napari_medseg.core import io
 
 
@@ -93,12 +93,14 @@ def cmd_raters(args: argparse.Namespace) -> int:
           f"({elapsed:.2f}s)")
     for note in report["notes"]:
         print(f"note: {note}")
-    io.write_volume(args.out, consensus, ref.affine)
+    with all_or_nothing([args.out, args.probabilities]) as tmp:  # never half an output set
+        io.write_volume(tmp[args.out], consensus, ref.affine)
+        if args.probabilities:
+            if prob.ndim == ref.data.ndim + 1 and io.is_nifti(args.probabilities):
+                prob = np.moveaxis(prob, 0, -1)  # NIfTI: labels along the 4th axis
+            io.write_volume(tmp[args.probabilities], prob, ref.affine)
     print(f"wrote {args.out}")
     if args.probabilities:
-        if prob.ndim == ref.data.ndim + 1 and io.is_nifti(args.probabilities):
-            prob = np.moveaxis(prob, 0, -1)  # NIfTI: labels along the 4th axis
-        io.write_volume(args.probabilities, prob, ref.affine)
         what = "STAPLE posterior" if args.method == "staple" else "vote fraction"
         order = "" if votes.binary else f", label order {report['labels']}"
         print(f"wrote {args.probabilities} ({what}{order})")

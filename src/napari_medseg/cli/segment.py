@@ -18,6 +18,7 @@ import numpy as np
 
 from napari_medseg.cli.common import (
     CliError,
+    all_or_nothing,
     _evaluate_axis,
     _load_model,
     _print_event,
@@ -33,6 +34,10 @@ SEG_LOSS_NAMES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")  # config.SEG_LO
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.val_fraction and len(args.image or []) < 2:
+        raise CliError("--val-fraction holds out whole cases to validate on; it needs two "
+                       "--image cases or more (with one, training validates on its labelled "
+                       "voxels: leave --val-fraction out).")
     if args.task == "restore":
         return cmd_train_restore(args)
     for flag in ("target", "degrade", "mode", "perceptual_model"):
@@ -87,7 +92,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         del limits["epochs"]  # TrainConfig's default number of epochs
         chosen.append(f"{TrainConfig.epochs} epochs of {args.steps_per_epoch} steps (no "
                       "--epochs or --minutes)")
-    tc = TrainConfig(patch_size=patch, batch_size=args.batch_size or (2 if dims == 3 else 8),
+    batch = args.batch_size if args.batch_size is not None else (2 if dims == 3 else 8)
+    tc = TrainConfig(patch_size=patch, batch_size=batch,
                      loss=args.loss, **limits, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                      device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
                      val_fraction=args.val_fraction, decision=args.decision, raters=args.raters,
@@ -95,7 +101,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out_ch = 1 if args.loss == "bce" else mapping.num_classes
     mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
                      out_channels=out_ch, base_width=args.width, depth=args.depth)
-    cases = prepare_cases(vols, groups, mapping=mapping, config=tc)
+    cases, norms = prepare_cases(vols, groups, mapping=mapping, config=tc)
     fps = [fingerprint(v.data) for g in vols for v in g]
     # Under torchrun only rank 0 reports (each rank would print the same lines).
     main_rank = os.environ.get("RANK", "0") == "0"
@@ -107,9 +113,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = rater_summary(groups, tc.raters)
         if summary:
             print(summary, flush=True)
-    res = run(fit(cases, model_config=mc, train_config=tc, mapping=mapping,
-                  checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
-                  fingerprints=fps), _print_event if main_rank else None)
+    training = fit(cases, model_config=mc, train_config=tc, mapping=mapping, norms=norms,
+                   checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
+                   fingerprints=fps)
+    try:
+        res = run(training, _print_event if main_rank else None)
+    except KeyboardInterrupt:
+        # Ctrl-C inside a training step: the loop wrote the best weights so far (or the
+        # current ones before any validation) to --out on its way out. Between steps (here,
+        # printing): closing the paused generator does the same.
+        training.close()
+        if main_rank and Path(args.out).exists():
+            print(f"interrupted: {args.out} holds the best model so far", file=sys.stderr)
+        raise
     if not main_rank:
         return 0
     best = "n/a" if res.best_dice is None else f"{res.best_dice:.3f}"
@@ -140,6 +156,9 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
         "auto" if dims == 3 and nd == 3 else "native"]
     spacing: tuple[float, ...] | None = None
     patch = tuple(args.patch) * (dims if len(args.patch) == 1 else 1) if args.patch else None
+    if patch is not None and len(patch) != dims:
+        raise CliError(f"--patch {' '.join(map(str, args.patch))}: give one size or {dims} "
+                       f"(one per axis of the {dims}D model).")
     # Only auto spacing and a default patch need the bodies (a mask of every volume).
     extents = ([body_extent_mm(np.asarray(g[0].data)[None], g[0].spacing) for g in vols]
                if words == ["auto"] or patch is None else [])
@@ -162,6 +181,9 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
                            "per axis), 'native' or 'auto'.") from None
         if len(spacing) == 1:
             spacing = spacing * nd
+        if len(spacing) != nd or min(spacing) <= 0:
+            raise CliError(f"--spacing {' '.join(words)}: give one size in mm above 0 or {nd} "
+                           f"(one per axis of the {nd}D images), 'native' or 'auto'.")
     if patch is None:
         grid = spacing or vols[0][0].spacing
         patch = default_patch(tuple(max(1, round(e / s)) for e, s in zip(extents[0], grid)),
@@ -198,14 +220,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ref = vols[0]
-    io.write_volume(args.out, seg.labels, ref.affine, header=ref.header)
+    with all_or_nothing([args.out, args.probabilities]) as tmp:  # never half an output set
+        io.write_volume(tmp[args.out], seg.labels, ref.affine, header=ref.header)
+        if args.probabilities:
+            probs = np.moveaxis(seg.probabilities, 0, -1)  # NIfTI: channels last (4th axis)
+            if probs.ndim == 3:  # a 2D image: classes go on the 4th axis, not the 3rd
+                probs = probs[:, :, None, :]
+            io.write_nifti(tmp[args.probabilities], probs, ref.affine)
     print(f"wrote {args.out} (values {sorted(np.unique(seg.labels).tolist())}, "
           f"{time.perf_counter() - t0:.1f}s)")
     if args.probabilities:
-        probs = np.moveaxis(seg.probabilities, 0, -1)  # NIfTI: channels last (4th axis)
-        if probs.ndim == 3:  # a 2D image: classes go on the 4th axis, not the 3rd (spatial)
-            probs = probs[:, :, None, :]
-        io.write_nifti(args.probabilities, probs, ref.affine)
         print(f"wrote {args.probabilities} ({seg.probabilities.shape[0]} channel(s), class order "
               f"{list(ckpt.mapping.values) if seg.probabilities.shape[0] > 1 else ['foreground']})")
     return 0
@@ -274,6 +298,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         volume_difference(p, r, spacing=ref.spacing, labels=labels)
     print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7} {'pred_ml':>10} {'ref_ml':>10} "
           f"{'diff_ml':>10}")
+    if not res["dice"]:
+        print("  no labels in either file: both are all background (nothing to score)")
     for k in res["dice"]:
         d, h, n = res["dice"][k], res["hd95_mm"][k], res["nsd"][k]
         if d is None:

@@ -12,7 +12,7 @@ imports napari or Qt.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -91,7 +91,8 @@ def read_label_groups(vols: Sequence[Sequence[io.Volume]], labels: Sequence[Sequ
 
 
 def prepare_cases(vols: Sequence[Sequence[io.Volume]], groups: Sequence[Sequence[io.Volume]], *,
-                  mapping: LabelMapping, config: TrainConfig) -> list[Case]:
+                  mapping: LabelMapping, config: TrainConfig
+                  ) -> tuple[list[Case], tuple[Any, ...]]:
     """One training case per image group: plain with one label file, multi-rater with several.
 
     Parameters
@@ -106,7 +107,10 @@ def prepare_cases(vols: Sequence[Sequence[io.Volume]], groups: Sequence[Sequence
 
     Returns
     -------
-    list of Case
+    cases : list of Case
+    norms : tuple of ChannelNorm
+        The first case's intensity normalisation, kept in the model file for reference
+        (each image is normalised by its own statistics when predicted).
 
     Raises
     ------
@@ -116,23 +120,25 @@ def prepare_cases(vols: Sequence[Sequence[io.Volume]], groups: Sequence[Sequence
     from napari_medseg.core.pipeline import prepare_case, prepare_rater_case
 
     cases = []
+    norms: tuple[Any, ...] = ()
     for g, raters in zip(vols, groups):
         chans = [v.data for v in g]
         names = [str(v.path) for v in g]
         try:
             if len(raters) == 1:
                 lv = raters[0]
-                case, _ = prepare_case(chans, lv.data, g[0].spacing, mapping=mapping,
-                                       config=config, name=str(lv.path), channel_names=names)
+                case, prep = prepare_case(chans, lv.data, g[0].spacing, mapping=mapping,
+                                          config=config, name=str(lv.path), channel_names=names)
             else:
-                case, _ = prepare_rater_case(chans, [lv.data for lv in raters], g[0].spacing,
-                                             mapping=mapping, config=config, name=str(g[0].path),
-                                             channel_names=names,
-                                             rater_names=[str(lv.path) for lv in raters])
+                case, prep = prepare_rater_case(chans, [lv.data for lv in raters], g[0].spacing,
+                                                mapping=mapping, config=config,
+                                                name=str(g[0].path), channel_names=names,
+                                                rater_names=[str(lv.path) for lv in raters])
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         cases.append(case)
-    return cases
+        norms = norms or tuple(prep.norms)
+    return cases, norms
 
 
 def rater_summary(groups: Sequence[Sequence[object]], mode: str) -> str | None:

@@ -184,7 +184,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
                          f"{payload['format_version']} > {FORMAT_VERSION}); upgrade napari-medseg.")
     try:
         sp = payload.get("spacing")
-        return Checkpoint(
+        ck = Checkpoint(
             model_config=ModelConfig.from_dict(payload["model_config"]),
             train_config=TrainConfig.from_dict(payload["train_config"]),
             mapping=LabelMapping(tuple(int(v) for v in payload["label_values"])),
@@ -198,5 +198,27 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             versions=dict(payload.get("versions", {})),
             extra=dict(payload.get("extra", {})),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{p}: napari-medseg model file is incomplete or damaged ({exc}).") from exc
+    _check_fits(ck, p)
+    return ck
+
+
+def _check_fits(ck: Checkpoint, p: Path) -> None:
+    """Refuse a marked file whose parts disagree (weights vs architecture, outputs vs label
+    values): a damaged file, or one from a version with other layer names, would otherwise
+    fail deep inside prediction with a torch error."""
+    made_by = ck.versions.get("napari_medseg")
+    fix = ("Retrain it" + (f", or use napari-medseg {made_by}, which wrote it" if made_by else "")
+           + ".")
+    try:
+        ck.build_model()
+    except Exception as exc:  # noqa: BLE001 - load_state_dict's size/key errors, odd configs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{p}: its weights do not fit the network it describes ({first[:200]}); "
+                         f"the file is damaged or from an incompatible version. {fix}") from exc
+    if ck.task == "segment":
+        n, k = ck.model_config.out_channels, ck.mapping.num_classes
+        if not (n == k or (n == 1 and k == 2)):
+            raise ValueError(f"{p}: the network has {n} output(s) but the file lists {k} label "
+                             f"values {list(ck.mapping.values)}; the file is damaged. {fix}")

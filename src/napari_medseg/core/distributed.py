@@ -70,8 +70,20 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def teardown(info: DistInfo) -> None:
-    """Leave the process group if :func:`setup` created it."""
-    if info.owns_group and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+def teardown(info: DistInfo, *, failed: bool = False) -> None:
+    """Leave the process group if :func:`setup` created it.
+
+    ``failed``: this rank is leaving on an error. It must not wait at the barrier then:
+    the other ranks are blocked in their next all-reduce, so the job would hang with the
+    error unprinted. It leaves at once; its exit makes torchrun stop the others.
+    """
+    if not (info.owns_group and dist.is_initialized()):
+        return
+    if failed:
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - the error being raised is the one to report
+            pass
+        return
+    dist.barrier()
+    dist.destroy_process_group()

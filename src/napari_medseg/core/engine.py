@@ -280,7 +280,7 @@ def fit(
         make_checkpoint=make_ckpt, new_model=lambda: build_model(mc),
         checkpoint_path=checkpoint_path, should_stop=should_stop, clock=clock,
         agree=lambda flag: distributed.any_rank(flag, dist_info, device), is_main=main,
-        on_exit=lambda: distributed.teardown(dist_info))
+        on_exit=lambda failed: distributed.teardown(dist_info, failed=failed))
     return FitResult(res.checkpoint, res.model, res.steps, res.stopped, res.best_score,
                      res.history)
 

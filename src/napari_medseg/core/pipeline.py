@@ -177,8 +177,11 @@ def _target(lab: np.ndarray, prep: PreparedInput, mapping: LabelMapping, name: s
     outside[prep.crop] = False
     if np.any(classes[outside] > 0):
         # Foreground labelled outside the body crop would be lost: keep everything.
-        raise ValueError(f"{name}: foreground labels lie outside the non-zero image region; "
-                         "train with crop_foreground=False.")
+        raise ValueError(f"{name}: foreground labels lie outside the image's body (the "
+                         "region where the channels differ from their constant background); "
+                         "check that these labels belong to this image and its grid (in the "
+                         "Python API, TrainConfig(crop_foreground=False) keeps the whole "
+                         "image).")
     # zoom_factors(a, b) = a / b: new shape over cropped shape.
     target = resample_labels(classes[prep.crop], zoom_factors(prep.image.shape[1:],
                                                               prep.cropped_shape))

@@ -169,7 +169,7 @@ def train_loop(
     start_epoch: Callable[[], None] | None = None,
     agree: Callable[[bool], bool] = _alone,
     is_main: bool = True,
-    on_exit: Callable[[], None] | None = None,
+    on_exit: Callable[[bool], None] | None = None,
 ) -> Generator[StepDone | EpochDone | E, None, LoopResult]:
     """Train until the epochs or the time budget run out or a stop is requested.
 
@@ -179,9 +179,10 @@ def train_loop(
     task's event. With a time budget (``minutes``) an epoch's validation is
     skipped when validating would bring the time spent validating above
     :data:`VAL_SHARE` of the time spent so far (judged by the last validation's
-    duration); the first epoch and the last one are always validated. Closing
-    the generator before anything was validated still writes the current
-    weights to ``checkpoint_path``.
+    duration); the first epoch and the last one are always validated. However
+    training ends (finished, stopped, closed, Ctrl-C), ``checkpoint_path`` ends up
+    holding the best weights and the whole history, or the current weights when
+    nothing was validated.
 
     Parameters
     ----------
@@ -215,8 +216,9 @@ def train_loop(
     is_main : bool
         Only the main process validates and writes checkpoints.
     on_exit : callable or None
-        Called when training ends, however it ends, before the final checkpoint is
-        written (DDP leaves its process group here).
+        ``on_exit(failed)``, called when training ends, however it ends, before the final
+        checkpoint is written (DDP leaves its process group here); ``failed`` is true when
+        it ends on an exception or by being closed.
 
     Returns
     -------
@@ -240,6 +242,7 @@ def train_loop(
 
     epoch = 0
     done = False
+    clean = False  # the loop ran to its end (not an exception, not closed)
     model.train()
     try:
         while not done:
@@ -289,19 +292,23 @@ def train_loop(
                 if checkpoint_path:
                     save_checkpoint(checkpoint_path, make_checkpoint(best_state, history))
             yield val.event(improved, clock() - t0)
-    except GeneratorExit:
-        # Closed (a GUI's stop, a killed job): keep something even before the first validation.
-        if checkpoint_path and best is None and is_main:
-            save_checkpoint(checkpoint_path, make_checkpoint(cpu_state(model), history))
+        clean = True
+    except (GeneratorExit, KeyboardInterrupt):
+        # Closed (a killed job) or Ctrl-C: the file keeps the best weights with the whole
+        # history, or the current weights when nothing was validated yet -- never an older
+        # run's model left in place.
+        if checkpoint_path and is_main:
+            keep = best_state if best_state is not None else cpu_state(model)
+            save_checkpoint(checkpoint_path, make_checkpoint(keep, history))
         raise
     finally:
         if on_exit is not None:
-            on_exit()
+            on_exit(not clean)
     if best_state is None:  # stopped before the first validation: keep the current weights
         best_state = cpu_state(model)
     ckpt = make_checkpoint(best_state, history)
-    if checkpoint_path and is_main and (best is None or stopped):
-        # Rewritten on a stop so the file's history includes the epochs after the last gain.
+    if checkpoint_path and is_main:
+        # Rewritten at the end so the file's history includes the epochs after the last gain.
         save_checkpoint(checkpoint_path, ckpt)
     final = new_model()
     final.load_state_dict(best_state)
