@@ -124,7 +124,7 @@ def test_training_form_scrolls_instead_of_squashing(make_napari_viewer):
     viewer = make_napari_viewer()
     w = _widget(viewer)
     # the form is ~835 px tall; without scrolling the dock could not be shorter
-    assert w.minimumSizeHint().height() < 300
+    assert w.minimumSizeHint().height() < 450
     assert w.sizeHint().height() > 500
 
 

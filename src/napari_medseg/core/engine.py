@@ -205,6 +205,10 @@ def fit(
 
     gen = seed_everything(tc.seed)
     dist_info, device = distributed.setup(pick_device(tc.device))
+    # Every rank starts from the same weights (seeded above) but draws its own patches and
+    # augmentation: with one seed for all, every rank flipped and rescaled alike each step.
+    rank_seed = tc.seed + 1000 * dist_info.rank
+    gen.manual_seed(rank_seed)
     main = dist_info.is_main
     where = f"{device.type}" + (f", {dist_info.world_size} processes (DDP)" if dist_info.enabled
                                  else "")
@@ -240,7 +244,7 @@ def fit(
                       f"{tc.raters!r}", extra={"raters": rater_info})
     sampler = PatchSampler(train_cases, tc.patch_size, spatial_dims=mc.spatial_dims,
                            fg_oversample=tc.fg_oversample, slice_axis=tc.slice_axis,
-                           seed=tc.seed + 1000 * dist_info.rank,  # each rank its own patches
+                           seed=rank_seed,
                            raters=tc.raters)
 
     def train_step() -> float:

@@ -32,7 +32,7 @@ class RestoreControls(MedsegWidget):
     """Builds and reads the controls; :class:`~.restore_widget.RestoreWidget` acts on them."""
 
     def build_ui(self) -> None:
-        lay = self.scrolling_layout()
+        lay, _ = self.scrolling_layout()
         data = QGroupBox("Training data")
         form = QFormLayout(data)
         self.mode_combo = QComboBox()
@@ -58,9 +58,10 @@ class RestoreControls(MedsegWidget):
         for k in J.DEGRADATIONS:
             self.degrade_combo.addItem(k.label, k.name)
         self.strength_spin = QDoubleSpinBox()
-        self.strength_spin.setMinimumWidth(120)
-        deg.addWidget(self.degrade_combo, 2)
-        deg.addWidget(self.strength_spin, 0)
+        # napari's style gives spin boxes wide -/+ buttons: at a fixed 120 px "0.050" was cut
+        self.strength_spin.setMinimumWidth(140)
+        deg.addWidget(self.degrade_combo, 3)
+        deg.addWidget(self.strength_spin, 2)
         form.addRow("Degradation", deg)
         self.spec_edit = QLineEdit()
         self.spec_edit.setToolTip("The degradation as a spec; edit it to compose, e.g. "

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
+    QVBoxLayout,
 )
 
 from napari_medseg.gui import layers as L
@@ -58,7 +59,10 @@ class TrainControls(MedsegWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        lay = self.scrolling_layout()
+        lay, outer = self.scrolling_layout()  # the form scrolls; actions and progress stay
+        pinned = QVBoxLayout()
+        pinned.setContentsMargins(9, 0, 9, 6)
+        outer.addLayout(pinned)
         data = QGroupBox("Data")
         form = QFormLayout(data)
         self.channel_list = CheckableLayerList(
@@ -159,6 +163,7 @@ class TrainControls(MedsegWidget):
         self.device_combo = device_combo()
         f2.addRow("Device", self.device_combo)
         lay.addWidget(box)
+        lay.addStretch(1)
 
         b1 = QHBoxLayout()
         self.train_btn = QPushButton("Train")
@@ -167,18 +172,16 @@ class TrainControls(MedsegWidget):
                                      "labels.")
         b1.addWidget(self.train_btn)
         b1.addWidget(self.continue_btn)
-        lay.addLayout(b1)
+        pinned.addLayout(b1)
         b2 = QHBoxLayout()
         self.pause_btn = QPushButton("Pause")
         self.stop_btn = QPushButton("Stop")
         self.stop_btn.setToolTip("Stop now and keep the best model so far.")
         b2.addWidget(self.pause_btn)
         b2.addWidget(self.stop_btn)
-        lay.addLayout(b2)
-        self.add_status(lay)
-
-        self.add_model_box(lay)
-        lay.addStretch(1)
+        pinned.addLayout(b2)
+        self.add_status(pinned)
+        self.add_model_box(pinned)
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:

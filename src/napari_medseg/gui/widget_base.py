@@ -86,8 +86,9 @@ class _FitWidthScroll(QScrollArea):
 class MedsegWidget(QWidget):
     """Base for the dock widgets; subclasses add the status line with :meth:`add_status`."""
 
-    def scrolling_layout(self) -> QVBoxLayout:
-        """The layout to build the form in, inside a vertical scroll area filling the widget.
+    def scrolling_layout(self) -> tuple[QVBoxLayout, QVBoxLayout]:
+        """The layout to build the form in, inside a vertical scroll area, and the widget's
+        own layout below it, for what must stay in view (buttons, progress, status).
 
         The forms are taller than a laptop screen's dock, more so once a plot panel opens
         below the canvas; without scrolling Qt squashes their rows until the text is cut.
@@ -101,8 +102,8 @@ class MedsegWidget(QWidget):
         inner = QWidget()
         lay = QVBoxLayout(inner)
         scroll.setWidget(inner)
-        outer.addWidget(scroll)
-        return lay
+        outer.addWidget(scroll, 1)
+        return lay, outer
 
     def add_status(self, lay: QLayout) -> QLabel:
         """Add the status line (``self.status``: wrapped, selectable text) to ``lay``, and
