@@ -143,3 +143,19 @@ def test_a_removed_labels_layer_is_not_silently_replaced(make_napari_viewer, sma
     assert "Choose the Labels layer" in w.status.text()
     w.labels_combo.setCurrentText("ground truth")  # the user's own choice counts
     assert w.collect_inputs().labels.name == "ground truth"
+
+
+def test_the_budget_takes_tenths_of_minutes_and_whole_epochs(make_napari_viewer, small):
+    viewer = make_napari_viewer()
+    viewer.add_image(small.t1, name="T1")
+    viewer.add_labels(small.labels.astype(np.int32), name="tissue")
+    w = _widget(viewer)
+    w.set_channels(["T1"])
+    w.limit_combo.setCurrentText("minutes")
+    w.limit_spin.setValue(0.5)  # a 30 s trial
+    tc = w._configs(w.collect_inputs(), continue_from=None)[1]
+    assert (tc.minutes, tc.epochs) == (0.5, None)
+    w.limit_combo.setCurrentText("epochs")
+    w.limit_spin.setValue(3.4)
+    tc = w._configs(w.collect_inputs(), continue_from=None)[1]
+    assert (tc.minutes, tc.epochs) == (None, 3) and isinstance(tc.epochs, int)

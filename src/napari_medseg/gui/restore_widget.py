@@ -26,7 +26,7 @@ from napari_medseg.gui.restore_apply import RestoreApply
 from napari_medseg.gui.restore_jobs import ROLE
 from napari_medseg.gui.restore_ui import NONE
 from napari_medseg.gui.train_inputs import parse_patch
-from napari_medseg.gui.widget_base import InputError
+from napari_medseg.gui.widget_base import InputError, read_limit
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 
 #: Learning rate: the command line's 1e-3 suits its 10-epoch default; interactive budgets
@@ -179,12 +179,11 @@ class RestoreWidget(JobControls, RestoreApply):
         if dims == 3 and nd == 2:
             raise InputError("A 3D model needs 3D layers; these are 2D. Choose Model: 2D.")
         patch = parse_patch(self.patch_edit.text(), dims, 32)
-        limit = self.limit_spin.value()
-        minutes = float(limit) if self.limit_combo.currentText() == "minutes" else None
+        epochs, minutes = read_limit(self.limit_spin, self.limit_combo)
         rc = RestoreConfig(mode=mode, degrade=self.degradation() if mode == "synthetic" else "",
                            loss=self.loss_combo.currentText().strip(), patch_size=patch,
                            batch_size=self.batch_spin.value(), lr=LR,
-                           epochs=None if minutes else limit, minutes=minutes,
+                           epochs=epochs, minutes=minutes,
                            steps_per_epoch=self.steps_spin.value(),
                            device=self.device_combo.currentText(),
                            slice_axis=self.axis_combo.currentIndex())

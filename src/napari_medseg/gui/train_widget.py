@@ -34,7 +34,7 @@ from napari_medseg.gui.train_inputs import (
     sparse_target,
 )
 from napari_medseg.gui.train_ui import TrainControls
-from napari_medseg.gui.widget_base import InputError
+from napari_medseg.gui.widget_base import InputError, read_limit
 from napari_medseg.gui.workers import JobRunner, prewarm_torch, stop_on_close
 
 
@@ -149,9 +149,7 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         from napari_medseg.core.data import LabelMapping
 
         nd = inp.target.ndim
-        limit = self.limit_spin.value()
-        minutes = float(limit) if self.limit_combo.currentText() == "minutes" else None
-        epochs = limit if minutes is None else None
+        epochs, minutes = read_limit(self.limit_spin, self.limit_combo)
         device = self.device_combo.currentText()
         if continue_from is not None:
             ck = continue_from.checkpoint

@@ -8,6 +8,7 @@ from typing import Any
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFrame,
     QGroupBox,
     QHBoxLayout,
@@ -38,15 +39,37 @@ def spin_box(lo: int, hi: int, value: int, *, prefix: str = "", suffix: str = ""
     return spin
 
 
-def limit_row() -> tuple[QHBoxLayout, QSpinBox, QComboBox]:
-    """The "Train for" row: a number (2 to start with) and its unit, minutes or epochs."""
+def limit_row() -> tuple[QHBoxLayout, QDoubleSpinBox, QComboBox]:
+    """The "Train for" row: a number (2 to start with) and its unit, minutes or epochs.
+
+    Minutes take tenths (a 30 s trial run); epochs are whole. Read it with
+    :func:`read_limit`.
+    """
     row = QHBoxLayout()
-    spin = spin_box(1, 100000, 2)
+    spin = QDoubleSpinBox()
+    spin.setRange(0.1, 100000)
+    spin.setValue(2)
     unit = QComboBox()
     unit.addItems(["minutes", "epochs"])
+
+    def unit_changed(*_: Any) -> None:
+        epochs = unit.currentText() == "epochs"
+        spin.setDecimals(0 if epochs else 1)
+        spin.setMinimum(1 if epochs else 0.1)
+        spin.setSingleStep(1 if epochs else 0.5)
+
+    unit.currentIndexChanged.connect(unit_changed)
+    unit_changed()
     row.addWidget(spin)
     row.addWidget(unit)
     return row, spin, unit
+
+
+def read_limit(spin: QDoubleSpinBox, unit: QComboBox) -> tuple[int | None, float | None]:
+    """``(epochs, minutes)`` from the "Train for" row: one of them, the other None."""
+    if unit.currentText() == "minutes":
+        return None, float(spin.value())
+    return max(1, int(round(spin.value()))), None
 
 
 def device_combo() -> QComboBox:
