@@ -8,8 +8,10 @@ first line above is the ``--help`` description.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from napari_medseg.cli.common import CliError, check_outputs
 from napari_medseg.cli.demo import cmd_demo
@@ -19,51 +21,25 @@ from napari_medseg.cli.segment import cmd_evaluate, cmd_predict, cmd_train
 from napari_medseg.core.config import RATER_MODES
 
 
-def _count(text: str) -> int:
-    """argparse type: a whole number of at least 1 (sizes, epochs, steps)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected 1 or more, got {value}")
-    return value
+def _number(kind: type, ok: Callable[[float], bool], want: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` for which ``ok`` holds, else argparse names the flag
+    and says what it expected (``want``)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text}")
+        return value
+    return parse
 
 
-def _seed(text: str) -> int:
-    """argparse type: a seed, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    """argparse type: a fraction in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to (not including) "
-                                         f"1, got {text}")
-    return value
-
-
-def _positive(text: str) -> float:
-    """argparse type: a finite number above 0 (a time limit of 0, NaN or inf is a typo)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
-    return value
+#: Sizes, epochs, steps; seeds; a held-out fraction; a time limit (0, NaN or inf is a typo).
+_count = _number(int, lambda v: v >= 1, "a whole number of 1 or more")
+_seed = _number(int, lambda v: v >= 0, "a whole number of 0 or more")
+_fraction = _number(float, lambda v: 0.0 <= v < 1.0, "a fraction from 0 up to (not including) 1")
+_positive = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number above 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
