@@ -152,3 +152,48 @@ def test_raters_on_other_grids_are_refused(tmp_path, capsys):
     err = _err(capsys)
     assert "b_shift50.nii.gz" in err and "a.nii.gz" in err and "different affines" in err
     assert not (tmp_path / "c.nii.gz").exists()
+
+
+def test_multi_label_scores_match_the_widget_and_unlabelled_voxels_are_refused(tmp_path,
+                                                                              capsys):
+    """The CLI averaged sensitivity/specificity over all labels (background too), the widget
+    over the nonzero ones: one rater showed 0.705 / 0.9448 in one and 0.631 / 1.000 in the
+    other. And -1 (unlabelled) was counted as a label of its own."""
+    from napari_medseg.core.raters import rater_scores
+    from napari_medseg.gui.raters_compare import compare_raters
+
+    base = _masks_3d(3)
+    raters = [m + (np.roll(m, j, axis=0) & m) for j, m in enumerate(base)]  # values 0, 1, 2
+    paths = [io.write_nifti(tmp_path / f"r{j}.nii.gz", r, AFFINE) for j, r in enumerate(raters)]
+    rc = cli.main(["raters", "--label", *paths, "--out", str(tmp_path / "c.nii.gz")])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    st = staple(raters)
+    sens, spec = rater_scores(st.sensitivity, st.specificity, [int(v) for v in st.labels])
+    gen = compare_raters(raters, ["r0.nii.gz", "r1.nii.gz", "r2.nii.gz"])
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        res = stop.value
+    np.testing.assert_allclose(res.sensitivity, sens)
+    for j in range(3):
+        assert f"r{j}.nii.gz  {sens[j]:6.3f} {spec[j]:7.4f}" in printed
+    assert not np.allclose(sens, np.asarray(st.sensitivity).mean(axis=1))  # not over all labels
+
+    sparse = raters[2].astype(np.int16)
+    sparse[:4] = -1
+    io.write_nifti(tmp_path / "sparse.nii.gz", sparse, AFFINE)
+    rc = cli.main(["raters", "--label", paths[0], paths[1], str(tmp_path / "sparse.nii.gz"),
+                   "--out", str(tmp_path / "c2.nii.gz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "negative values" in err and "Rater 2" in err
+
+
+def test_an_empty_rater_is_named_in_the_notes(tmp_path, capsys):
+    masks = _masks_3d(3)
+    masks[2] = np.zeros_like(masks[2])
+    paths = [io.write_nifti(tmp_path / f"r{j}.nii.gz", m, AFFINE) for j, m in enumerate(masks)]
+    assert cli.main(["raters", "--label", *paths, "--out", str(tmp_path / "c.nii.gz")]) == 0
+    out = capsys.readouterr().out
+    assert "note: r2.nii.gz marks no foreground: its sensitivity is 0" in out

@@ -158,6 +158,8 @@ def test_restore_input_checks(tmp_path, mri, capsys):
                    "--ref", thin_ref])
     text = capsys.readouterr().out
     assert rc == 0 and "restored: PSNR" in text and "SSIM" in text
+    # which SSIM: a 2D model scores slices; evaluate scores the volume, and says so
+    assert "(2D, mean over slices along axis" in text and "measures SSIM in 3D" in text
     # a reference of the wrong shape fails before the restoration is written
     out2 = tmp_path / "r2.nii.gz"
     rc = cli.main(["restore", "--model", str(model), "--image", thin, "--out", str(out2),

@@ -102,7 +102,7 @@ def test_compare_layers_heat_map_table_and_highlight(make_napari_viewer, qtbot, 
     for j in range(3):
         assert tb.item(j, 0).text() == f"rater {j + 1}"
         assert tb.item(j, 1).text() == f"{st.sensitivity[j]:.3f}"
-        assert tb.item(j, 2).text() == f"{st.specificity[j]:.3f}"
+        assert tb.item(j, 2).text() == f"{st.specificity[j]:.4f}"
         assert tb.item(j, 3).text() == f"{rep['dice_to_consensus'][j]:.3f}"
     assert f"Fleiss' kappa {R.fleiss_kappa(raters):.3f}" in w.summary.text()
 
@@ -127,11 +127,13 @@ def test_compare_layers_heat_map_table_and_highlight(make_napari_viewer, qtbot, 
     assert (hl.data == MISSED).any()  # the tightest rater misses part of the consensus
     assert len(viewer.layers) == n_layers + 1
 
-    # run again: new layers, nothing overwritten
+    # run again: new layers, nothing overwritten; the old ones and the highlight hidden
     first = list(w.last_layers)
     _run(qtbot, w)
     assert w.last_layers[0].name == "consensus (STAPLE) [2]"
     assert all(viewer.layers[lay.name] is lay for lay in first)
+    assert not any(lay.visible for lay in [*first, hl])
+    assert w.last_layers[0].visible and w.highlight_label.text() == ""
     assert w.checked_raters() == ["rater 1", "rater 2", "rater 3"]  # outputs are not raters
 
 

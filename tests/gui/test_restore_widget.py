@@ -361,3 +361,50 @@ def test_widget_is_contributed_by_the_plugin(make_napari_viewer):
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-medseg", "Restoration")
     assert isinstance(widget, RestoreWidget)
+
+
+def test_grids_default_axis_and_preview_follow_the_command_line(make_napari_viewer, images):
+    """A review found: a clean layer 20 mm away trained as a pair and scored as reference; a
+    thick-slice volume sliced across its 6.5 mm axis (the CLI slices along it); Preview
+    enabled in pairs mode after a job."""
+    from napari_medseg.gui.model_store import StoredModel
+
+    clean, noisy = images
+    viewer = _viewer(make_napari_viewer, images)
+    viewer.add_image(clean, name="clean elsewhere", scale=SCALE,
+                     translate=(TRANSLATE[0] + 20.0, TRANSLATE[1]))
+    w = _widget(viewer)
+    w.set_mode("pairs")
+    w.set_images(["noisy"])
+    w.target_combo.setCurrentText("clean elsewhere")
+    assert not w.start_training()
+    assert "clean elsewhere" in w.status.text() and "grid" in w.status.text()
+    w._set_running(False)
+    assert not w.preview_btn.isEnabled()  # pairs mode has no degradation to preview
+    w.set_mode("synthetic")
+    w._set_running(False)
+    assert w.preview_btn.isEnabled()
+
+    w.current = StoredModel("m", _tiny_restoration_model())
+    w.input_combo.setCurrentText("noisy")
+    w.ref_combo.setCurrentText("clean elsewhere")
+    assert not w.restore() and "grid" in w.status.text()
+
+    vol = np.random.default_rng(0).random((24, 24, 8)).astype(np.float32)
+    viewer.add_image(vol, name="thick", scale=(0.78, 0.78, 6.5))
+    assert viewer.dims.not_displayed[-1] == 0  # the slider moves along axis 0
+    w.set_images(["thick"])
+    w._patch_from_data()
+    assert w.axis_combo.currentIndex() == 2  # along the thick slices, as the CLI
+
+
+def _tiny_restoration_model():
+    from napari_medseg.core.models import build_model
+    from napari_medseg.core.restoration import RestoreConfig, restoration_model_config
+    from napari_medseg.core.restoration.data import prepare_restore_case
+    from napari_medseg.core.restoration.train import _checkpoint
+
+    rmc = restoration_model_config(base_width=4, depth=2)
+    rc = RestoreConfig(degrade=SPEC, patch_size=(16, 16))
+    case = prepare_restore_case(np.zeros((32, 32), np.float32), mode="synthetic", degrade=SPEC)
+    return _checkpoint(rmc, rc, build_model(rmc).state_dict(), [], [case], ["clean"], [])

@@ -15,7 +15,13 @@ from napari_medseg.core import io
 
 def cmd_raters(args: argparse.Namespace) -> int:
     from napari_medseg.core.metrics import to_jsonable
-    from napari_medseg.core.raters import RaterVotes, majority_vote, rater_report, staple
+    from napari_medseg.core.raters import (
+        RaterVotes,
+        majority_vote,
+        rater_report,
+        rater_scores,
+        staple,
+    )
 
     paths: list[str] = list(args.label or [])
     if not paths:
@@ -80,10 +86,11 @@ def cmd_raters(args: argparse.Namespace) -> int:
     width = max(len(x) for x in names)
     print(f"{'rater':<{width}}  {'sens':>6} {'spec':>7} {'dice->consensus':>15}")
     if not votes.binary:
-        print("(multi-label: sensitivity/specificity are means over the labels; see --json)")
+        print("(multi-label: sensitivity/specificity are means over the nonzero labels; per "
+              "label in --json)")
+    sens_j, spec_j = rater_scores(sens, spec, report["labels"])
     for j, nm in enumerate(names):
-        s_j = sens[j] if votes.binary else float(np.mean(sens[j]))
-        p_j = spec[j] if votes.binary else float(np.mean(spec[j]))
+        s_j, p_j = float(sens_j[j]), float(spec_j[j])
         d_j = report["dice_to_consensus"][j]
         d_txt = "n/a" if d_j is None else f"{d_j:.3f}"
         print(f"{nm:<{width}}  {s_j:6.3f} {p_j:7.4f} {d_txt:>15}")

@@ -21,6 +21,7 @@ from napari_medseg.cli.common import (
     warn_if_placed_apart,
 )
 from napari_medseg.core import io
+from napari_medseg.core.plan import restoration_slice_axis
 
 
 def _print_restore_event(ev: Any, *, every: int = 25) -> None:
@@ -90,7 +91,7 @@ def cmd_train_restore(args: argparse.Namespace) -> int:
     sp = vols[0].spacing
     slice_axis = args.slice_axis
     if slice_axis is None:
-        slice_axis = int(np.argmax(sp)) if nd == 3 and max(sp) > 1.5 * min(sp) else 2
+        slice_axis = restoration_slice_axis(sp) if nd == 3 else 2
     if args.patch:
         patch = tuple(args.patch) * (dims if len(args.patch) == 1 else 1)
     elif dims == 2:
@@ -138,7 +139,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from napari_medseg.core.engine import run
     from napari_medseg.core.metrics import psnr
     from napari_medseg.core.restoration import RestoreConfig, restore
-    from napari_medseg.core.restoration.train import restoration_ssim
+    from napari_medseg.core.restoration.train import restoration_ssim, restoration_ssim_kind
 
     ckpt = _load_model(args.model, "restore", "use `napari-medseg predict` for segmentation.")
     if not io.is_supported(args.out) or str(args.out).lower().endswith(".png"):
@@ -177,11 +178,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if clean is not None:
         dr = float(clean.max() - clean.min()) or 1.0
         axis = RestoreConfig.from_dict(ckpt.extra.get("restore", {})).slice_axis
+        kind = restoration_ssim_kind(mc.spatial_dims, clean.ndim, axis)
         for name, img in (("input", data[0]), ("restored", out)):
             # SSIM as training validation measures it: per slice for a 2D model on a volume
             s = restoration_ssim(img[None], clean[None], dr, mc.spatial_dims, axis)
             print(f"{name:>9}: PSNR {psnr(img, clean, data_range=dr):.2f} dB, SSIM "
-                  f"{s:.4f} (data range {dr:g})")
+                  f"{s:.4f} ({kind}; data range {dr:g})")
+        if kind != f"{clean.ndim}D":
+            print(f"  (evaluate --task restore measures SSIM in {clean.ndim}D, over the whole "
+                  "volume)")
     return 0
 
 

@@ -108,3 +108,14 @@ def default_depth(patch: Sequence[int]) -> int:
     """UNet depth (2 to 4 levels) whose down-sampling the smallest patch side allows."""
     m = max(min(patch), 4)
     return int(max(2, min(4, int(math.log2(m // 4)) + 1)))
+
+
+def restoration_slice_axis(spacing: Sequence[float]) -> int:
+    """The axis a 2D restoration model slices a 3D volume along by default: the one with the
+    coarsest spacing when the voxels are clearly anisotropic (thick slices: each slice is a
+    sharp 2D image), else the last axis (axial in RAS NIfTI). ``train --task restore`` and
+    the restoration widget share it."""
+    sp = [float(s) for s in spacing]
+    if len(sp) == 3 and max(sp) > 1.5 * min(sp):
+        return int(np.argmax(sp))
+    return 2

@@ -95,14 +95,10 @@ def compare_raters(arrays: Sequence[np.ndarray], names: Sequence[str], *, method
     labels = [int(v) for v in vt.labels]
     if st.binary:
         prob = np.asarray(st.probability, np.float32)
-        sens = np.asarray(st.sensitivity, float)
-        spec = np.asarray(st.specificity, float)
     else:
         prob = (1.0 - st.probability[labels.index(0)] if 0 in labels
                 else np.ones(vt.shape)).astype(np.float32)
-        fg = [k for k, v in enumerate(labels) if v != 0]
-        sens = np.asarray(st.sensitivity, float)[:, fg].mean(axis=1)
-        spec = np.asarray(st.specificity, float)[:, fg].mean(axis=1)
+    sens, spec = R.rater_scores(st.sensitivity, st.specificity, labels)
     yield Message("consensus and maps")
     consensus = st.consensus if method == STAPLE else R.majority_vote(vt, tie="low")
     fraction = R.vote_fraction(vt)

@@ -94,15 +94,18 @@ def fill_rater_table(tb: QTableWidget, res: RaterComparison) -> None:
     st = rep["staple"]
     for j, nm in enumerate(res.names):
         d = rep["dice_to_consensus"][j]
-        cells = [nm, _fmt(res.sensitivity[j]), _fmt(res.specificity[j]), _fmt(d)]
+        # specificity sits near 1 for small structures: 3 decimals made raters look alike
+        cells = [nm, _fmt(res.sensitivity[j]), _fmt(res.specificity[j], 4), _fmt(d)]
         for c, text in enumerate(cells):
             it = QTableWidgetItem(text)
             if c:
                 it.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             if per_label:
-                it.setToolTip("per label " + ", ".join(
+                it.setToolTip(f"{nm}: per label " + ", ".join(
                     f"{lab}: sens {st['sensitivity'][j][k]:.3f} spec "
-                    f"{st['specificity'][j][k]:.3f}"
+                    f"{st['specificity'][j][k]:.4f}"
                     for k, lab in enumerate(st["labels"]) if lab != 0))
+            elif c == 0:
+                it.setToolTip(nm)  # the column elides long names
             tb.setItem(j, c, it)
     _fit_height(tb, max_rows=10)

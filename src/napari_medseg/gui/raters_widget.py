@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -129,9 +129,14 @@ class RatersWidget(MedsegWidget):
         self.rater_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.rater_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.rater_table.verticalHeader().setVisible(False)
-        self.rater_table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents)
-        self.rater_table.horizontalHeader().setStretchLastSection(True)
+        # Numbers fit their columns; the name column takes the rest and elides long names
+        # (sized to its contents it pushed the Dice column off the dock, under a scroll bar).
+        head = self.rater_table.horizontalHeader()
+        head.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        head.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        head.setStretchLastSection(False)
+        self.rater_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.rater_table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.rater_table.setToolTip("STAPLE's estimate of each rater's sensitivity and "
                                     "specificity; click a rater to highlight where it departs "
                                     "from the consensus.")
@@ -233,6 +238,11 @@ class RatersWidget(MedsegWidget):
         self.result, self.like = res, like
         self.highlighted = None
         self._show_tables(res)
+        # The previous run's layers stay (the user may have edited the consensus) but are
+        # hidden: shown under the new ones they looked current, and the highlight was stale.
+        for layer in [*self.last_layers, self.highlight_layer]:
+            if layer is not None and layer in self.viewer.layers:
+                layer.visible = False
         self.last_layers = []
         # One layer per turn of the event loop: creating a napari layer costs tens to hundreds
         # of ms of GUI-thread time (visuals, shaders); five at once would freeze the viewer.

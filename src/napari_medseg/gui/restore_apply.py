@@ -97,6 +97,9 @@ class RestoreApply(ModelFiles, RestoreControls):
                 raise InputError(f"Input '{inp.name}' {inp.shape} and reference '{ref.name}' "
                                  f"{ref.shape} differ in shape; choose a reference on the "
                                  "input's grid, or no reference.")
+            problem = L.grid_problem(inp, ref, "Input and reference")
+            if problem:
+                raise InputError(problem)
         return inp, ref
 
     def _show_restored(self, out: J.RestoreOutput) -> None:
@@ -141,8 +144,9 @@ class RestoreApply(ModelFiles, RestoreControls):
             return f"<tr><td>{label}</td><td>{before}</td><td><b>{r[key]:{fmt}}</b></td></tr>"
 
         self.readout.setText(
-            f"Against '{ref}' (data range {r['data_range']:.4g}, SSIM window "
-            f"{comp.ssim_window}):<table cellspacing='6'><tr><td></td><td>input</td>"
+            f"Against '{ref}' (data range {r['data_range']:.4g}; SSIM "
+            f"{comp.abs_error.ndim}D over the whole "
+            f"image, window {comp.ssim_window}, as evaluate --task restore):<table cellspacing='6'><tr><td></td><td>input</td>"
             "<td>restored</td></tr>" + row("psnr", "PSNR (dB)", ".2f") + row("ssim", "SSIM", ".4f")
             + row("nmse", "NMSE", ".4g") + row("mae", "MAE", ".4g") + "</table>")
         gain = r["psnr"] - b["psnr"] if "psnr" in b else float("nan")

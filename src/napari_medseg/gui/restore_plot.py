@@ -67,13 +67,16 @@ class RestorePlot(QWidget):
             yr = (lo - pad, hi + pad)
             draw_panel(p, r2, "validation PSNR (dB); dashed: noisy input", fg, yr, x1,
                        fmt=".3g")
-            draw_line(p, r2, self.psnr_input, QColor(INPUT_COLOR), yr, 0, x1, dots=False,
+            # dots too: after one validation a line has a single point and would not show
+            draw_line(p, r2, self.psnr_input, QColor(INPUT_COLOR), yr, 0, x1, dots=True,
                       dashed=True)
             draw_line(p, r2, self.psnr, QColor(PSNR_COLOR), yr, 0, x1, dots=True)
         else:
             vmax = max([v for _, v in self.val_loss] + [1e-3]) * 1.05
-            draw_panel(p, r2, "validation loss (no clean reference)", fg, (0.0, vmax), x1,
-                       fmt=".3g")
+            # before the first validation nothing says which curve will come
+            title = ("validation loss (no clean reference)" if self.val_loss
+                     else "validation (after the first epoch)")
+            draw_panel(p, r2, title, fg, (0.0, vmax), x1, fmt=".3g")
             draw_line(p, r2, self.val_loss, QColor(PSNR_COLOR), (0.0, vmax), 0, x1, dots=True)
         if not self.loss:
             p.setPen(fg)

@@ -104,9 +104,12 @@ class RestoreWidget(JobControls, RestoreApply):
         shape = tuple(layer.data[0].shape if getattr(layer, "multiscale", False)
                       else layer.data.shape)
         if layer.ndim == 3 and (layer.name, shape) != self._patch_key[:2]:
-            ax = L.slider_axis(self.viewer, layer)  # a new image: slice as the viewer shows it
+            # a new image: slice as `train --task restore` does (thick slices stay whole)
+            from napari_medseg.core.plan import restoration_slice_axis
+
+            ax = restoration_slice_axis(L.layer_to_array(layer, copy=False).spacing)
             self.axis_combo.blockSignals(True)
-            self.axis_combo.setCurrentIndex(2 if ax is None else ax)
+            self.axis_combo.setCurrentIndex(ax)
             self.axis_combo.blockSignals(False)
         dims = 2 + self.dims_combo.currentIndex() if layer.ndim == 3 else 2
         axis = self.axis_combo.currentIndex() if layer.ndim == 3 else None
@@ -173,6 +176,9 @@ class RestoreWidget(JobControls, RestoreApply):
                 raise InputError(f"Noisy '{imgs[0].name}' {imgs[0].shape} and clean "
                                  f"'{t.name}' {t.shape} differ in shape; register/resample "
                                  "the clean image onto the noisy one's grid.")
+            problem = L.grid_problem(imgs[0], t, "Noisy and clean images")
+            if problem:
+                raise InputError(problem)
             targets = [t.data] + [None] * (len(imgs) - 1)
         nd = imgs[0].data.ndim
         dims = 2 + self.dims_combo.currentIndex()
@@ -328,8 +334,10 @@ class RestoreWidget(JobControls, RestoreApply):
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
-        for b in (self.train_btn, self.preview_btn, self.load_btn):
+        for b in (self.train_btn, self.load_btn):
             b.setEnabled(not running)
+        # the degradation preview belongs to synthetic mode only (as _mode_changed says)
+        self.preview_btn.setEnabled(not running and self.mode() == "synthetic")
         self.continue_btn.setEnabled(not running and self.current is not None)
         self.restore_btn.setEnabled(not running and self.current is not None)
         self.save_btn.setEnabled(self.current is not None)

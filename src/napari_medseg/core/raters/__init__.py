@@ -48,7 +48,7 @@ from napari_medseg.core.raters.agreement import (
 )
 from napari_medseg.core.raters.fusion import TiePolicy, majority_vote
 from napari_medseg.core.raters.maps import disagreement, vote_entropy, vote_fraction
-from napari_medseg.core.raters.report import rater_report
+from napari_medseg.core.raters.report import rater_report, rater_scores
 from napari_medseg.core.raters.soft import QUBIQ_LEVELS, qubiq_dice, soft_dice_per_level
 from napari_medseg.core.raters.staple import StapleResult, staple
 from napari_medseg.core.raters.votes import _BINCOUNT_MAX, Raters, RaterVotes
@@ -65,6 +65,7 @@ __all__ = [
     "pairwise_kappa",
     "qubiq_dice",
     "rater_report",
+    "rater_scores",
     "soft_dice_per_level",
     "staple",
     "vote_entropy",

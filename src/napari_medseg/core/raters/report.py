@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -86,7 +87,9 @@ def rater_report(
     else:
         main = np.full((n, n), np.nan)
     groups = identical_raters(vt)
-    notes = [x for x in fit.notes if not x.startswith("raters [")]
+    # The fit names raters by index from 0; people know them by name.
+    notes = [re.sub(r"^rater (\d+) ", lambda m: f"{nm[int(m.group(1))]} ", x)
+             for x in fit.notes if not x.startswith("raters [")]
     if groups:
         notes.append(
             "identical raters: " + "; ".join(" = ".join(nm[j] for j in g) for g in groups)
@@ -128,3 +131,25 @@ def rater_report(
         "n_patterns": vt.n_patterns,
         "notes": notes,
     }
+
+
+def rater_scores(sensitivity: Any, specificity: Any, labels: Sequence[int]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One sensitivity and specificity per rater, as tables show them.
+
+    Binary STAPLE gives one value per rater already. Multi-label STAPLE gives one per
+    rater and label: the summary is the mean over the nonzero labels (background's
+    "sensitivity" is the other labels' specificity, and would count twice).
+
+    Parameters
+    ----------
+    sensitivity, specificity : array_like
+        ``(N,)`` (binary) or ``(N, K)`` (multi-label, label order ``labels``).
+    labels : sequence of int
+        The label values, in STAPLE's order.
+    """
+    sens, spec = np.asarray(sensitivity, float), np.asarray(specificity, float)
+    if sens.ndim == 1:
+        return sens, spec
+    fg = [k for k, v in enumerate(labels) if int(v) != 0] or list(range(len(labels)))
+    return sens[:, fg].mean(axis=1), spec[:, fg].mean(axis=1)

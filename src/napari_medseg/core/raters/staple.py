@@ -187,7 +187,9 @@ def _fit_staple(
     if as_binary:
         for j in range(n):
             if not (vt.patterns[:, j] == 1).any():
-                notes.append(f"rater {j} marks no foreground: its sensitivity is 0")
+                # when no voxel is estimated foreground, sensitivity is undefined (below)
+                notes.append(f"rater {j} marks no foreground"
+                             + (": its sensitivity is 0" if tot[1] > 0 else ""))
     for s, lab in enumerate(labels):
         if tot[s] <= 0:
             notes.append(f"label {lab}: no voxel is estimated to truly carry it; its sensitivity "

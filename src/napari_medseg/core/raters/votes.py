@@ -138,6 +138,14 @@ class RaterVotes:
         if isinstance(raters, RaterVotes):
             return raters
         arrs = [_as_label_array(a, j) for j, a in enumerate(raters)]
+        for j, a in enumerate(arrs):
+            if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
+                # -1 marks unlabelled voxels elsewhere; counted here it would be a class
+                raise ValueError(
+                    f"Rater {j} holds negative values ({int(a.min())}; -1 marks unlabelled "
+                    "voxels in training); rater statistics need every rater's label at every "
+                    "voxel. Compare the raters on the region all of them labelled (crop it), "
+                    "or set -1 to 0 where it means background.")
         if not arrs:
             raise ValueError("Need at least one rater's label array; got none.")
         shape = arrs[0].shape
