@@ -159,3 +159,20 @@ def test_the_budget_takes_tenths_of_minutes_and_whole_epochs(make_napari_viewer,
     w.limit_spin.setValue(3.4)
     tc = w._configs(w.collect_inputs(), continue_from=None)[1]
     assert (tc.minutes, tc.epochs) == (None, 3) and isinstance(tc.epochs, int)
+
+
+def test_2d_labels_say_unpainted_pixels_are_background(make_napari_viewer, small):
+    """The sparse-labels box was offered, unticked, for 2D images where it did nothing: a
+    few painted nuclei trained every other nucleus as background without a word."""
+    viewer = make_napari_viewer()
+    viewer.add_image(small.t1[:, :, 8], name="cells")
+    viewer.add_labels(small.labels[:, :, 8].astype(np.int32), name="some nuclei")
+    viewer.add_image(small.t1, name="T1")
+    viewer.add_labels(_sparse(small.labels.astype(np.int32), 2, [4, 8]), name="slices")
+    w = _widget(viewer)
+    w.labels_combo.setCurrentText("some nuclei")
+    assert w.background_check.isChecked() and not w.background_check.isEnabled()
+    assert w.stats_label.text().startswith("2D image: every unpainted pixel is background")
+    w.labels_combo.setCurrentText("slices")  # a 3D layer: the user's own (sparse) setting
+    assert not w.background_check.isChecked() and w.background_check.isEnabled()
+    assert "look painted along axis 2" in w.stats_label.text()  # the slider is on axis 0

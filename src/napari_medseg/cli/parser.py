@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--decision", choices=("argmax", "foreground"), help="override the model's "
                    "rule for turning probabilities into labels")
     r.add_argument("--threshold", type=float, help="override the model's foreground threshold")
+    r.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="a 2D model on a 3D "
+                   "volume: slice along this axis instead of the model's (its training axis; "
+                   "2 by default, axial in NIfTI); TIFF stacks are stored Z,Y,X: use 0")
     r.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="Dice, HD95 and NSD of a prediction against a reference "

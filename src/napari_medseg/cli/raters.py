@@ -105,6 +105,8 @@ def cmd_raters(args: argparse.Namespace) -> int:
         if args.probabilities:
             if prob.ndim == ref.data.ndim + 1 and io.is_nifti(args.probabilities):
                 prob = np.moveaxis(prob, 0, -1)  # NIfTI: labels along the 4th axis
+                if prob.ndim == 3:  # a 2D image: X x Y x 1 x K, as predict writes it
+                    prob = prob[:, :, None, :]
             io.write_volume(tmp[args.probabilities], prob, ref.affine)
     print(f"wrote {args.out}")
     if args.probabilities:

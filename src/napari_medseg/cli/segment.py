@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -51,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     args.slice_axis = 2 if args.slice_axis is None else args.slice_axis
     from napari_medseg.cli.train_input import prepare_cases, rater_summary, read_label_groups
     from napari_medseg.core.config import ModelConfig, TrainConfig
-    from napari_medseg.core.data import LabelMapping, fingerprint
+    from napari_medseg.core.data import LabelMapping, fingerprint, training_classes_problem
     from napari_medseg.core.engine import fit, run
 
     images: list[list[str]] = args.image or []
@@ -71,6 +72,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CliError(f"--dims 3 needs 3D images; {vols[0][0].path} is {nd}D. Use --dims 2.")
     groups = read_label_groups(vols, labels, args.label_mask or [])
     mapping = LabelMapping.from_labels([lv.data for g in groups for lv in g])
+    if training_classes_problem(mapping.values):
+        for lv in (lv for g in groups for lv in g):  # name the file that has them
+            problem = training_classes_problem(np.unique(lv.data).tolist())
+            if problem:
+                raise CliError(f"{lv.path} {problem}")
+        raise CliError(f"The label files together {training_classes_problem(mapping.values)}")
     if args.loss == "bce" and mapping.num_classes != 2:
         raise CliError(f"--loss bce needs one foreground value; labels have "
                        f"{list(mapping.values)}.")
@@ -208,6 +215,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
                        "(.nii.gz), one class per volume along the 4th axis.")
     vols = _read_channels(args.image)
     print(f"model: {ckpt.describe()}", flush=True)
+    if ckpt.model_config.spatial_dims == 2 and vols[0].data.ndim == 3:
+        axis = ckpt.train_config.slice_axis if args.slice_axis is None else args.slice_axis
+        if args.slice_axis is not None:
+            ckpt = dataclasses.replace(ckpt, train_config=dataclasses.replace(
+                ckpt.train_config, slice_axis=args.slice_axis))
+        print(f"2D model on a 3D volume: slices along axis {axis} "
+              f"({vols[0].data.shape[axis]} slices)"
+              + ("" if args.slice_axis is not None or io.is_nifti(vols[0].path) else
+                 "; TIFF/PNG stacks are stored Z,Y,X: --slice-axis 0 slices along Z"),
+              flush=True)
     if args.tta:
         print(f"test-time augmentation: the mean of {2 ** ckpt.model_config.spatial_dims} "
               "mirrorings (--no-tta: one pass)", flush=True)

@@ -20,6 +20,27 @@ UNLABELLED = -1
 MAX_CLASSES = 255
 
 
+#: More foreground values than this in training labels: an instance mask or an image.
+MAX_TRAIN_CLASSES = 32
+
+
+def training_classes_problem(values: Sequence[int]) -> str | None:
+    """Why label values are unfit to train a segmentation model on, in words; None if fine.
+
+    Each value is a class to learn. An instance mask (one value per nucleus) or an 8-bit
+    image passed as labels has tens to hundreds of values and would train that many
+    classes: refused above :data:`MAX_TRAIN_CLASSES` foreground values, naming the fix.
+    """
+    fg = [int(v) for v in values if int(v) > 0]
+    if len(fg) <= MAX_TRAIN_CLASSES:
+        return None
+    shown = ", ".join(str(v) for v in fg[:6])
+    return (f"holds {len(fg)} foreground label values ({shown}, ...), more than the "
+            f"{MAX_TRAIN_CLASSES} classes a model here learns: is it an instance mask (one "
+            "value per object) or an image given as labels? For objects vs background, "
+            "binarise it (every value above 0 becomes 1).")
+
+
 def label_values_problem(labels: np.ndarray, *, allow_unlabelled: bool = True) -> str | None:
     """What makes an array unusable as a label map, in words; None when it is fine.
 

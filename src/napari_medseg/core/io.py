@@ -133,9 +133,7 @@ def read_volume(path: str | os.PathLike[str]) -> Volume:
 
             vol = Volume(np.asarray(tifffile.imread(str(p))), np.eye(4), str(p))
         elif name.endswith(".png"):
-            import imageio.v3 as iio
-
-            vol = Volume(np.asarray(iio.imread(str(p))), np.eye(4), str(p))
+            vol = Volume(_read_png(p), np.eye(4), str(p))
         else:
             raise _Unsupported(
                 f"{p}: unsupported file type; expected one of "
@@ -215,19 +213,56 @@ def drop_trailing_singletons(data: np.ndarray) -> np.ndarray:
     return data
 
 
+def _read_png(p: Path) -> np.ndarray:
+    """A PNG's pixels; palette (indexed) PNGs give their indices, which is how label maps
+    are usually stored (expanded to RGB they would read as a 3-slice volume)."""
+    from PIL import Image
+
+    with Image.open(str(p)) as im:
+        if im.mode == "P":
+            return np.asarray(im)
+    import imageio.v3 as iio
+
+    return np.asarray(iio.imread(str(p)))
+
+
+def _colour_axis(path: str | os.PathLike[str], data: np.ndarray) -> bool:
+    """Whether the last axis of a raster file's 3D array holds colours (RGB, RGBA, grey +
+    alpha) rather than slices: always for PNG; for TIFF when the file says RGB."""
+    if data.ndim != 3 or data.shape[-1] not in (2, 3, 4):
+        return False
+    name = str(path).lower()
+    if name.endswith(".png"):
+        return True
+    if name.endswith((".tif", ".tiff")):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(str(path)) as tf:
+                return tf.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
+        except Exception:  # noqa: BLE001 - unreadable tags: take it as slices, as before
+            return False
+    return False
+
+
 def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volume:
     """Read a file that must hold one 2D or 3D scalar volume.
 
-    A trailing singleton axis (e.g. ``(240, 240, 155, 1)``) is dropped;
-    RGB(A) PNGs whose channels are equal become grey. Anything else with more
-    axes is refused with a message saying how to split it.
+    A trailing singleton axis (e.g. ``(240, 240, 155, 1)``) is dropped; an alpha
+    channel is dropped and grey stored as RGB becomes grey. A colour image is refused
+    (read as a 3-slice volume, its colours became slices and its predictions landed in
+    the alpha channel), as is anything else with more axes, saying how to split it.
     """
     vol = read_volume(path)
     data = drop_trailing_singletons(vol.data)
-    if data.ndim == 3 and not is_nifti(path) and data.shape[-1] in (3, 4):
-        rgb = data[..., :3]
-        if np.all(rgb == rgb[..., :1]):
-            data = rgb[..., 0]
+    if _colour_axis(path, data):
+        colours = data[..., :1] if data.shape[-1] == 2 else data[..., :3]  # alpha dropped
+        if not np.all(colours == colours[..., :1]):
+            raise ValueError(
+                f"{vol.path}: a colour (RGB) image of shape {data.shape}; napari-medseg reads "
+                "single-channel images. Convert it to greyscale, or save each colour as its "
+                "own file and pass the files as channels after --image.")
+        data = colours[..., 0]
     if data.ndim > 3:
         raise ValueError(
             f"{vol.path}: expected a 3D volume, got a {data.ndim}D array of shape {data.shape}. "
@@ -407,6 +442,19 @@ def _same_affine(header: Any, affine: np.ndarray) -> bool:
         return False
 
 
+def png_array(data: np.ndarray, path: str | os.PathLike[str] = "the PNG") -> np.ndarray:
+    """``data`` as a PNG stores it: whole numbers in 8 or 16 bits (label values up to
+    65535; an int32 array could not be written at all), other data unchanged."""
+    a = np.asarray(data)
+    if a.dtype.kind not in "biu" or a.dtype.itemsize == 1:
+        return a
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ValueError(f"{path}: PNG holds values 0..65535, these span {lo}..{hi}; write "
+                         ".tif or .nii.gz.")
+    return a.astype(np.uint8 if hi <= 255 else np.uint16)
+
+
 def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:
     """Write a 2D array as PNG, or any array as TIFF, atomically."""
     p = Path(path)
@@ -414,7 +462,7 @@ def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:
         if p.name.lower().endswith(".png"):
             import imageio.v3 as iio
 
-            iio.imwrite(tmp, np.asarray(data), extension=".png")
+            iio.imwrite(tmp, png_array(data, p), extension=".png")
         else:
             import tifffile
 

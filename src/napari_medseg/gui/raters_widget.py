@@ -34,7 +34,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QPushButton,
     QTableWidget,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -87,7 +86,7 @@ class RatersWidget(MedsegWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
+        lay, _ = self.scrolling_layout()  # ten raters make the tables taller than a dock
         form = QFormLayout()
         self.rater_list = CheckableLayerList(
             max_height=110, tooltip="Labels layers to compare, one per rater (the layer name is "

@@ -40,8 +40,10 @@ class LabelStats:
         if not self.voxels or not any(v > 0 for k, v in self.voxels.items() if k != 0):
             return "Nothing labelled yet."
         per = ", ".join(f"{names.get(k, k)}: {n:,}" for k, n in sorted(self.voxels.items()))
-        head = (f"{self.labelled_slices} of {self.n_slices} slices (axis {self.axis}) labelled"
-                if self.axis is not None else "2D image")
+        if self.axis is None:
+            return (f"2D image: every unpainted pixel is background, so paint every object "
+                    f"(or crop to a fully painted region); pixels per label: {per}")
+        head = f"{self.labelled_slices} of {self.n_slices} slices (axis {self.axis}) labelled"
         return f"{head}; voxels per label: {per}"
 
 

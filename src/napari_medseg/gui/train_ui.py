@@ -314,6 +314,7 @@ class TrainControls(MedsegWidget):
             return
         nd = layer.ndim
         self.axis_combo.setEnabled(nd == 3)
+        self._background_for(nd)
         from napari_medseg.core.engine import available_devices
 
         gpu = available_devices()[0] != "cpu"
@@ -323,6 +324,24 @@ class TrainControls(MedsegWidget):
         self.dims_combo.setCurrentIndex(dims - 2)
         self.dims_combo.blockSignals(False)
         self._patch_from_data()
+
+    def _background_for(self, ndim: int) -> None:
+        """A 2D image has no unlabelled slices to leave out: every unpainted pixel is
+        background, so the box shows ticked and fixed (unticked, it promised sparse
+        labels it could not give); a 3D layer gets the user's own setting back."""
+        box = self.background_check
+        if ndim == 2 and box.isEnabled():
+            self._background_3d = box.isChecked()
+            box.blockSignals(True)
+            box.setChecked(True)
+            box.blockSignals(False)
+            box.setEnabled(False)
+        elif ndim != 2 and not box.isEnabled():
+            box.blockSignals(True)
+            box.setChecked(getattr(self, "_background_3d", False))
+            box.blockSignals(False)
+            box.setEnabled(True)
+            self.refresh_stats()
 
     def _patch_from_data(self) -> None:
         layer = self._labels_layer()

@@ -21,6 +21,7 @@ import numpy as np
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QWidget
 
+from napari_medseg.core.data import training_classes_problem
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.channel_order import describe_order, order_for_model
 from napari_medseg.gui.job_controls import JobControls, step_fraction
@@ -136,6 +137,9 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         if not fg:
             raise InputError(f"'{lab.name}' has no labels: paint at least one structure "
                              "(label 1, 2, ...) on a few slices.")
+        problem = training_classes_problem(list(st.voxels))
+        if problem:
+            raise InputError(f"'{lab.name}' {problem}")
         present = [k for k, n in st.voxels.items() if n > 0]
         if len(present) < 2:
             raise InputError(f"Only label value {present[0]} is labelled; a model needs at least "
