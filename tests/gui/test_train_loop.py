@@ -176,3 +176,14 @@ def test_2d_labels_say_unpainted_pixels_are_background(make_napari_viewer, small
     w.labels_combo.setCurrentText("slices")  # a 3D layer: the user's own (sparse) setting
     assert not w.background_check.isChecked() and w.background_check.isEnabled()
     assert "look painted along axis 2" in w.stats_label.text()  # the slider is on axis 0
+
+
+def test_an_rgb_layer_missing_from_the_channels_is_explained(make_napari_viewer, small):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
+    viewer.add_labels(np.zeros((32, 32), np.int32), name="nuclei")
+    w = _widget(viewer)
+    assert w.channel_list.count() == 0
+    assert not w.start_training()
+    assert "RGB layers ('photo') are not listed" in w.status.text()
+    assert "Split RGB" in w.status.text()

@@ -173,6 +173,19 @@ def image_layers(viewer: Any, *, inputs_only: bool = False) -> list[Any]:
             and not (inputs_only and "model" in (lay.metadata or {}))]
 
 
+def rgb_note(viewer: Any) -> str:
+    """A sentence on the RGB layers the channel pickers leave out, or "" when none: an RGB
+    layer missing from the list looked like a bug."""
+    from napari.layers import Image
+
+    rgb = [lay.name for lay in viewer.layers if isinstance(lay, Image) and lay.rgb]
+    if not rgb:
+        return ""
+    return (f" RGB layers ({', '.join(repr(n) for n in rgb[:3])}) are not listed: a channel is "
+            "one grey image; split one with the layer's context menu (Split RGB) or convert "
+            "it to grey.")
+
+
 def labels_layers(viewer: Any) -> list[Any]:
     from napari.layers import Labels
 

@@ -183,7 +183,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         n = ck.model_config.in_channels
         if len(names) != n:
             want = f" ({', '.join(ck.channel_names)})" if ck.channel_names else ""
-            raise InputError(f"The model expects {n} channel(s){want}; {len(names)} checked.")
+            raise InputError(f"The model expects {n} channel(s){want}; {len(names)} checked."
+                             + (L.rgb_note(self.viewer) if not names else ""))
         chans = [L.layer_to_array(L.get_layer(self.viewer, x)) for x in names]
         for c in chans[1:]:
             problem = L.grid_problem(chans[0], c, "Channels")

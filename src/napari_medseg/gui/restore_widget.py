@@ -155,7 +155,8 @@ class RestoreWidget(JobControls, RestoreApply):
         names = self.checked_images()
         what = "clean" if mode == "synthetic" else "noisy"
         if not names:
-            raise InputError(f"Check at least one {what} Image layer to train on.")
+            raise InputError(f"Check at least one {what} Image layer to train on."
+                             + L.rgb_note(self.viewer))
         imgs = [L.layer_to_array(self._layer(n)) for n in names]
         for im in imgs:
             if im.data.ndim not in (2, 3):

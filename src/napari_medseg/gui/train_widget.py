@@ -94,7 +94,8 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         """
         names = self.checked_channels()
         if not names:
-            raise InputError("Check at least one Image layer as an input channel.")
+            raise InputError("Check at least one Image layer as an input channel."
+                             + L.rgb_note(self.viewer))
         note = ""
         if model is not None:
             ck = model.checkpoint
