@@ -188,14 +188,30 @@ def test_an_error_on_rank_0_ends_a_torchrun_job(tmp_path, nifti_case):
     argv[argv.index("--steps-per-epoch") + 1] = "2"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(driver), *argv]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    # its own session, so that a hung job's workers can be killed with it
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, start_new_session=True)
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("the torchrun job hung after rank 0 failed")
+    # Output to a file, not a pipe: torchrun starts its workers in sessions of their own, and
+    # a hung worker would hold a pipe open (and the test) after torchrun was killed.
+    log = tmp_path / "torchrun.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            _kill_matching(str(driver))
+            proc.kill()
+            proc.wait()
+            pytest.fail("the torchrun job hung after rank 0 failed")
     assert proc.returncode != 0
-    assert "error: disk full (test)" in err
+    assert "error: disk full (test)" in log.read_text()
+
+
+def _kill_matching(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text`` (the hung workers)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
