@@ -65,14 +65,14 @@ def test_png_holds_label_values_up_to_65535(tmp_path):
 
 
 def test_an_instance_mask_is_refused_for_training_naming_the_fix(tmp_path, capsys):
-    img, lab = _blobs(n=40, size=(80, 100))
+    img, lab = _blobs(n=70, size=(48, 170))
     Image.fromarray(img).save(tmp_path / "img.png")
     Image.fromarray(lab).save(tmp_path / "instances.png")
     rc = cli.main(["train", "--image", str(tmp_path / "img.png"), "--label",
                    str(tmp_path / "instances.png"), "--out", str(tmp_path / "m.pt"),
                    "--epochs", "1"])
     err = capsys.readouterr().err
-    assert rc == 2 and "instances.png holds 40 foreground label values" in err
+    assert rc == 2 and "instances.png holds 70 foreground label values" in err
     assert "binarise" in err and not (tmp_path / "m.pt").exists()
 
 
@@ -114,3 +114,28 @@ def test_a_2d_model_slices_a_tiff_stack_along_the_axis_asked(tmp_path, capsys):
     # along Z every plane is the same 2D image, so every plane gets the same labels
     np.testing.assert_array_equal(pred[0], pred[1])
     np.testing.assert_array_equal(pred[0], pred[2])
+
+
+def test_grey_palette_pngs_and_3_slice_tiffs_keep_their_values(tmp_path):
+    """Found by the review of the first fix: a grey image stored with a palette read as
+    palette indices, and a (Y, X, 3) TIFF volume -- our own output -- refused as colour."""
+    img, _ = _blobs()
+    grey_pal = Image.fromarray(img).quantize(colors=64)
+    grey_pal.putpalette([v for g in range(256) for v in (255 - g,) * 3])  # inverted grey
+    grey_pal.save(tmp_path / "grey_pal.png")
+    back = io.read_spatial(tmp_path / "grey_pal.png").data
+    np.testing.assert_array_equal(back, np.asarray(Image.open(tmp_path / "grey_pal.png")
+                                                   .convert("L")))
+    vol = np.stack([img, img // 2, img // 3], axis=-1).astype(np.float32)
+    io.write_volume(tmp_path / "v.tif", vol, np.eye(4))
+    np.testing.assert_array_equal(io.read_spatial(tmp_path / "v.tif").data, vol)
+
+
+def test_raters_foreground_view_accepts_unlabelled_values(tmp_path):
+    _, lab = _blobs(n=2)
+    raters = [lab.astype(np.int16), np.roll(lab, 1, axis=0).astype(np.int16)]
+    raters[1][:3] = -1
+    paths = [io.write_nifti(tmp_path / f"r{j}.nii.gz", r[..., None], np.eye(4))
+             for j, r in enumerate(raters)]
+    assert cli.main(["raters", "--label", *paths, "--foreground", "1",
+                     "--out", str(tmp_path / "c.nii.gz")]) == 0

@@ -65,7 +65,7 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, nifti_cas
         (["predict", "--model", str(model), "--image", img, "--out", str(tmp_path / "a.nii.gz"),
           "--probabilities", str(tmp_path / "a.nii.gz")], "same file"),
         (["predict", "--model", str(model), "--image", img,
-          "--out", str(tmp_path / "missing" / "a.nii.gz")], "does not exist"),
+          "--out", str(nifti_case["t1"] / "a.nii.gz")], "is a file, not a folder"),
         (_train_args(nifti_case, tmp_path / "dir.nii.gz"), "is a folder"),
     ]
     for argv, why in cases:
@@ -75,6 +75,10 @@ def test_outputs_that_cannot_be_written_fail_before_any_work(tmp_path, nifti_cas
         assert why in err and "Traceback" not in err, err
         assert time.perf_counter() - t0 < 5  # refused before training or predicting
     assert not (tmp_path / "a.nii.gz").exists()
+    # a folder that does not exist yet is made, as batch scripts expect
+    deep = tmp_path / "results" / "case1" / "seg.nii.gz"
+    assert cli.main(["predict", "--model", str(model), "--image", img, "--out", str(deep),
+                     "--no-tta"]) == 0 and deep.exists()
 
 
 def test_a_failed_probabilities_write_leaves_no_labels_behind(tmp_path, nifti_case, model,
@@ -142,7 +146,6 @@ def test_the_model_file_keeps_the_whole_history_and_the_normalisation(tmp_path, 
 @pytest.mark.parametrize("where", ["in a step", "between steps"])
 def test_ctrl_c_keeps_the_model_so_far(tmp_path, nifti_case, monkeypatch, capsys, where):
     out = tmp_path / "m.pt"
-    out.write_bytes(b"an older run's model")  # must not survive as if it were this run's
     calls = {"n": 0}
     if where == "in a step":
         real = torch.optim.AdamW.step
@@ -164,9 +167,14 @@ def test_ctrl_c_keeps_the_model_so_far(tmp_path, nifti_case, monkeypatch, capsys
 
         monkeypatch.setattr(segment, "_print_event", printer)
     assert cli.main(_train_args(nifti_case, out)) == 130
-    assert "holds the best model so far" in capsys.readouterr().err
+    assert "holds this run's best model so far" in capsys.readouterr().err
     ck = load_checkpoint(out)  # this run's weights, loadable
     assert ck.model_config.base_width == 4
+    # again, over that file, interrupted before any validation: an earlier model is kept
+    before = out.read_bytes()
+    calls["n"] = 0
+    assert cli.main(_train_args(nifti_case, out)) == 130
+    assert "left as it was" in capsys.readouterr().err and out.read_bytes() == before
 
 
 def test_an_error_on_rank_0_ends_a_torchrun_job(tmp_path, nifti_case):

@@ -463,3 +463,19 @@ def test_a_sparse_reference_is_scored_on_its_labelled_slices_only(make_napari_vi
     wrong[:, :, :5] = 0
     p, r, said = C.labelled_part(wrong, ref)
     assert M.dice_per_class(p, r)[1] == 1.0 and (r >= 0).all() and said
+
+
+def test_sparse_axis_of_a_small_structure_and_a_dense_reference_warning():
+    """A tumour painted on every 2nd axial slice was taken as painted along another axis (it
+    spans fewer rows than the volume has slices); a dense reference hid its false positives
+    without a word."""
+    ref = np.zeros((60, 60, 40), np.int32)
+    ref[20:34, 22:36, 10:26] = 1
+    painted = ref.copy()
+    painted[:, :, 1::2] = 0
+    pred = ref.copy()
+    p, r, said = C.labelled_part(pred, painted)
+    assert "(axis 2)" in said and "fully labelled" not in said
+    assert M.dice_per_class(p, r)[1] == 1.0  # a perfect prediction scores perfect
+    _, _, said = C.labelled_part(pred, ref)
+    assert "looks fully labelled" in said

@@ -187,3 +187,24 @@ def test_an_rgb_layer_missing_from_the_channels_is_explained(make_napari_viewer,
     assert not w.start_training()
     assert "RGB layers ('photo') are not listed" in w.status.text()
     assert "Split RGB" in w.status.text()
+
+
+def test_continuing_a_3d_model_keeps_the_forms_axis(make_napari_viewer, small):
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.models import build_model
+    from napari_medseg.gui.model_store import StoredModel
+
+    viewer = make_napari_viewer()
+    viewer.add_image(small.t1, name="T1")
+    viewer.add_labels(_sparse(small.labels.astype(np.int32), 0, [8, 16, 24]), name="painted")
+    w = _widget(viewer)
+    w.set_channels(["T1"])
+    mc = ModelConfig(spatial_dims=3, in_channels=1, out_channels=5, base_width=4, depth=2)
+    ck = Checkpoint(mc, TrainConfig(patch_size=(16, 16, 16), slice_axis=2),
+                    LabelMapping((0, 1, 2, 3, 4)), (), None, build_model(mc).state_dict(),
+                    channel_names=["T1"])
+    w.axis_combo.setCurrentIndex(0)  # painted along axis 0
+    inp = w.collect_inputs(StoredModel("m", ck))
+    assert inp.axis == 0 and w.axis_combo.currentIndex() == 0  # a 3D model does not slice

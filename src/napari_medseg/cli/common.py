@@ -54,10 +54,13 @@ def check_outputs(outputs: Sequence[tuple[str, str | None]],
         if out.is_dir():
             raise CliError(f"{flag} {path} is a folder; give a file name (one inside it, or "
                            "another name).")
+        # A missing folder is made when writing (batch scripts write results/<case>/...):
+        # check the nearest one that exists.
         parent = out.parent if str(out.parent) else Path(".")
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
         if not parent.is_dir():
-            raise CliError(f"{flag} {path}: the folder {parent} does not exist; create it or "
-                           "write elsewhere.")
+            raise CliError(f"{flag} {path}: {parent} is a file, not a folder; write elsewhere.")
         if not os.access(parent, os.W_OK):
             raise CliError(f"{flag} {path}: cannot write in {parent} (permission denied); "
                            "write elsewhere.")
@@ -80,6 +83,9 @@ def all_or_nothing(paths: Sequence[str | None]) -> Iterator[dict[str, str]]:
     for each); an error while writing any of them removes every temporary file and
     leaves the final paths as they were.
     """
+    for p in paths:
+        if p:
+            Path(p).parent.mkdir(parents=True, exist_ok=True)  # results/<case>/... as before
     with contextlib.ExitStack() as stack:
         yield {str(p): stack.enter_context(io.atomic_write(p)) for p in paths if p}
 

@@ -91,7 +91,8 @@ def cmd_train_restore(args: argparse.Namespace) -> int:
     sp = vols[0].spacing
     slice_axis = args.slice_axis
     if slice_axis is None:
-        slice_axis = restoration_slice_axis(sp) if nd == 3 else 2
+        slice_axis = (restoration_slice_axis(sp) if nd == 3 else None)
+        slice_axis = 2 if slice_axis is None else slice_axis
     if args.patch:
         patch = tuple(args.patch) * (dims if len(args.patch) == 1 else 1)
     elif dims == 2:

@@ -120,6 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = rater_summary(groups, tc.raters)
         if summary:
             print(summary, flush=True)
+    before = Path(args.out).stat().st_mtime_ns if Path(args.out).exists() else None
     training = fit(cases, model_config=mc, train_config=tc, mapping=mapping, norms=norms,
                    checkpoint_path=args.out, channel_names=[Path(p).name for p in images[0]],
                    fingerprints=fps)
@@ -130,8 +131,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         # current ones before any validation) to --out on its way out. Between steps (here,
         # printing): closing the paused generator does the same.
         training.close()
-        if main_rank and Path(args.out).exists():
-            print(f"interrupted: {args.out} holds the best model so far", file=sys.stderr)
+        if main_rank:
+            now = Path(args.out).stat().st_mtime_ns if Path(args.out).exists() else None
+            print(f"interrupted: {args.out} holds this run's best model so far" if now != before
+                  else f"interrupted before the first validation: {args.out} left as it was",
+                  file=sys.stderr)
         raise
     if not main_rank:
         return 0

@@ -220,7 +220,12 @@ def _read_png(p: Path) -> np.ndarray:
 
     with Image.open(str(p)) as im:
         if im.mode == "P":
-            return np.asarray(im)
+            idx = np.asarray(im)
+            pal = np.asarray(im.getpalette() or [], np.int64).reshape(-1, 3)
+            used = pal[np.unique(idx)] if pal.size else pal
+            if used.size and np.all(used == used[:, :1]):
+                return np.asarray(im.convert("L"))  # a grey image stored with a palette
+            return idx
     import imageio.v3 as iio
 
     return np.asarray(iio.imread(str(p)))
@@ -228,21 +233,12 @@ def _read_png(p: Path) -> np.ndarray:
 
 def _colour_axis(path: str | os.PathLike[str], data: np.ndarray) -> bool:
     """Whether the last axis of a raster file's 3D array holds colours (RGB, RGBA, grey +
-    alpha) rather than slices: always for PNG; for TIFF when the file says RGB."""
+    alpha) rather than slices: PNG only."""
     if data.ndim != 3 or data.shape[-1] not in (2, 3, 4):
         return False
-    name = str(path).lower()
-    if name.endswith(".png"):
-        return True
-    if name.endswith((".tif", ".tiff")):
-        try:
-            import tifffile
-
-            with tifffile.TiffFile(str(path)) as tf:
-                return tf.pages[0].photometric == tifffile.PHOTOMETRIC.RGB
-        except Exception:  # noqa: BLE001 - unreadable tags: take it as slices, as before
-            return False
-    return False
+    # TIFF: (Y, X, 3) is as often a 3-slice volume as a colour image (tifffile tags both
+    # RGB), so TIFF stacks stay slices.
+    return str(path).lower().endswith(".png")
 
 
 def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volume:
@@ -466,7 +462,8 @@ def write_raster(path: str | os.PathLike[str], data: np.ndarray) -> str:
         else:
             import tifffile
 
-            tifffile.imwrite(tmp, np.asarray(data))
+            # minisblack: a (Y, X, 3) volume is not a colour image
+            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack")
     return str(p)
 
 

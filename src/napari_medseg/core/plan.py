@@ -110,12 +110,12 @@ def default_depth(patch: Sequence[int]) -> int:
     return int(max(2, min(4, int(math.log2(m // 4)) + 1)))
 
 
-def restoration_slice_axis(spacing: Sequence[float]) -> int:
-    """The axis a 2D restoration model slices a 3D volume along by default: the one with the
-    coarsest spacing when the voxels are clearly anisotropic (thick slices: each slice is a
-    sharp 2D image), else the last axis (axial in RAS NIfTI). ``train --task restore`` and
-    the restoration widget share it."""
+def restoration_slice_axis(spacing: Sequence[float]) -> int | None:
+    """The axis a 2D restoration model slices a 3D volume along: the one with the coarsest
+    spacing when the voxels are clearly anisotropic (thick slices: each slice is a sharp 2D
+    image); None when they are not, for the caller's default (``train --task restore``: the
+    last axis, axial in RAS NIfTI; the widget: the viewer's slider axis)."""
     sp = [float(s) for s in spacing]
     if len(sp) == 3 and max(sp) > 1.5 * min(sp):
         return int(np.argmax(sp))
-    return 2
+    return None

@@ -14,6 +14,7 @@ it with ``yield from``, which also forwards ``close()`` to it.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Generator
@@ -182,7 +183,7 @@ def train_loop(
     duration); the first epoch and the last one are always validated. However
     training ends (finished, stopped, closed, Ctrl-C), ``checkpoint_path`` ends up
     holding the best weights and the whole history, or the current weights when
-    nothing was validated.
+    nothing was validated and the file did not exist (an earlier model is kept).
 
     Parameters
     ----------
@@ -294,12 +295,15 @@ def train_loop(
             yield val.event(improved, clock() - t0)
         clean = True
     except (GeneratorExit, KeyboardInterrupt):
-        # Closed (a killed job) or Ctrl-C: the file keeps the best weights with the whole
-        # history, or the current weights when nothing was validated yet -- never an older
-        # run's model left in place.
+        # Closed (a killed job) or Ctrl-C: the file keeps this run's best weights with the
+        # whole history, or the current weights when nothing was validated yet.
         if checkpoint_path and is_main:
-            keep = best_state if best_state is not None else cpu_state(model)
-            save_checkpoint(checkpoint_path, make_checkpoint(keep, history))
+            if best_state is not None:
+                save_checkpoint(checkpoint_path, make_checkpoint(best_state, history))
+            elif not os.path.exists(checkpoint_path):
+                # unvalidated weights only where there is nothing to lose: an earlier
+                # run's validated model in that file is worth more
+                save_checkpoint(checkpoint_path, make_checkpoint(cpu_state(model), history))
         raise
     finally:
         if on_exit is not None:

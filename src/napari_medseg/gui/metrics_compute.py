@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_medseg.core import metrics as M
-from napari_medseg.core.data import labelled_slices, painted_axis
+from napari_medseg.core.data import fills_its_extent, labelled_slices, painted_axis
 
 #: Volumes up to this many voxels compute :func:`overlap_part` in the GUI thread (measured:
 #: ~15-30 ms for 4M voxels on 2 shared cores); bigger ones in the worker.
@@ -99,6 +99,12 @@ def labelled_part(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.nda
         drop[tuple(idx)] = True
         said = f"scored on the {int(keep.sum())} of {keep.size} slices (axis {axis}) " \
                "the reference labels"
+        if keep.sum() > 1 and fills_its_extent(r, axis):
+            # no gaps between labelled slices: a fully labelled reference, whose false
+            # positives beyond the structure this would hide
+            said += (" -- but it looks fully labelled (no unpainted slices within it); "
+                     "untick 'reference labels some slices only' to count false positives "
+                     "beyond it")
     if drop.any():
         p, r = np.where(drop, 0, p), np.where(drop, 0, r)
     return p, r, said

@@ -104,12 +104,14 @@ class RestoreWidget(JobControls, RestoreApply):
         shape = tuple(layer.data[0].shape if getattr(layer, "multiscale", False)
                       else layer.data.shape)
         if layer.ndim == 3 and (layer.name, shape) != self._patch_key[:2]:
-            # a new image: slice as `train --task restore` does (thick slices stay whole)
+            # a new image: thick slices stay whole, as `train --task restore` slices them
             from napari_medseg.core.plan import restoration_slice_axis
 
             ax = restoration_slice_axis(L.layer_to_array(layer, copy=False).spacing)
+            if ax is None:  # isotropic (a TIFF stack): slice as the viewer shows it
+                ax = L.slider_axis(self.viewer, layer)
             self.axis_combo.blockSignals(True)
-            self.axis_combo.setCurrentIndex(ax)
+            self.axis_combo.setCurrentIndex(2 if ax is None else ax)
             self.axis_combo.blockSignals(False)
         dims = 2 + self.dims_combo.currentIndex() if layer.ndim == 3 else 2
         axis = self.axis_combo.currentIndex() if layer.ndim == 3 else None

@@ -181,7 +181,9 @@ class TrainControls(MedsegWidget):
         b2.addWidget(self.stop_btn)
         pinned.addLayout(b2)
         self.add_status(pinned)
-        self.add_model_box(pinned)
+        # the model box scrolls with the form: pinned, it crushed the status line in a
+        # short dock (what must stay in view is Train/Stop, progress and status)
+        self.add_model_box(lay)
         self._set_running(False)
 
     def _set_running(self, running: bool) -> None:

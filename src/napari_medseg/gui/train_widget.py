@@ -127,7 +127,10 @@ class TrainWidget(ModelFiles, JobControls, TrainControls):
         if problem:
             raise InputError(problem)
         axis = self._axis(lab.data.ndim)
-        if model is not None and axis is not None:
+        if model is not None and axis is not None and \
+                model.checkpoint.model_config.spatial_dims == 2:
+            # a 2D model learnt slices along its axis; a 3D model does not slice, so the
+            # form's axis (the one the labels were painted along) stands
             axis = model.checkpoint.train_config.slice_axis
             if axis != self.axis_combo.currentIndex():
                 note += f" Slices along axis {axis}, as the model was trained."

@@ -139,7 +139,7 @@ class RaterVotes:
             return raters
         arrs = [_as_label_array(a, j) for j, a in enumerate(raters)]
         for j, a in enumerate(arrs):
-            if a.dtype.kind == "i" and a.size and int(a.min()) < 0:
+            if foreground is None and a.dtype.kind == "i" and a.size and int(a.min()) < 0:
                 # -1 marks unlabelled voxels elsewhere; counted here it would be a class
                 raise ValueError(
                     f"Rater {j} holds negative values ({int(a.min())}; -1 marks unlabelled "
