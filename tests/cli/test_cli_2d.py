@@ -79,8 +79,10 @@ def test_an_instance_mask_is_refused_for_training_naming_the_fix(tmp_path, capsy
 def test_2d_multilabel_rater_probabilities_keep_the_classes_on_the_4th_axis(tmp_path):
     _, lab = _blobs(n=2)
     raters = [lab, np.roll(lab, 1, axis=0), np.roll(lab, 1, axis=1)]
-    paths = [io.write_nifti(tmp_path / f"r{j}.nii.gz", r[..., None].astype(np.uint8), np.eye(4))
-             for j, r in enumerate(raters)]
+    paths = []
+    for j, r in enumerate(raters):  # PNG raters: 2D arrays (NIfTI ones are X x Y x 1)
+        Image.fromarray(r.astype(np.uint8)).save(tmp_path / f"r{j}.png")
+        paths.append(str(tmp_path / f"r{j}.png"))
     prob = tmp_path / "p.nii.gz"
     assert cli.main(["raters", "--label", *paths, "--out", str(tmp_path / "c.nii.gz"),
                      "--probabilities", str(prob)]) == 0
