@@ -76,7 +76,7 @@ class TrainControls(MedsegWidget):
         self.axis_combo.setToolTip(
             "3D volumes: the axis you painted slices along (a 2D model also trains on slices "
             "along it). It follows the view's slider until you choose one here; Continue "
-            "training uses the current model's.")
+            "training a 2D model uses the model's own.")
         self.axis_combo.currentIndexChanged.connect(lambda *_: self._settings_from_data())
         self.axis_combo.activated.connect(self._axis_picked)  # by the user only
         self._axis_chosen = False
