@@ -270,22 +270,25 @@ def painted_axis(labels: np.ndarray) -> tuple[int, list[float]] | None:
     """The axis a sparsely labelled volume looks painted along, and per axis a sparseness
     score (lower: more likely painted along it); None when nothing is labelled.
 
-    Along the painted axis the labelled slices leave gaps within the structure's extent
-    (every 2nd or 5th slice), or the extent is one slice; along the other axes the
-    labels fill their extent. The score is the fraction of the extent's slices that hold
-    labels times the extent's share of the axis. (The fraction of all slices alone
-    picked the wrong axis for a tumour painted on every 2nd axial slice: the tumour
-    spans fewer rows than the volume has slices.)
+    Slices painted with gaps (every 2nd or 5th) leave unlabelled slices within the
+    structure's extent along the painted axis only: when any axis shows such gaps, the
+    score is the fraction of its extent's slices that hold labels. Without gaps (one
+    slice, or a few adjacent ones) the painted axis is the one along which the labels
+    span the smallest share of the volume. (The fraction of all slices alone picked the
+    wrong axis for a tumour painted on every 2nd slice of a short axis.)
     """
     nz = np.asarray(labels) > 0
     if not nz.any():
         return None
-    score = []
+    fill, share = [], []
     for a in range(nz.ndim):
         idx = np.flatnonzero(labelled_slices(nz, a))
         extent = int(idx[-1] - idx[0] + 1)
-        score.append(idx.size / extent * extent / nz.shape[a])
-    return int(np.argmin(score)), score
+        fill.append(idx.size / extent)
+        share.append(extent / nz.shape[a])
+    score = fill if min(fill) < 0.9 else share
+    best = min(range(nz.ndim), key=lambda a: (score[a], share[a]))
+    return best, score
 
 
 def fills_its_extent(labels: np.ndarray, axis: int) -> bool:
