@@ -42,6 +42,10 @@ def _surface_ref(mask: np.ndarray) -> np.ndarray:
 
 
 def _directed_ref(a: np.ndarray, b: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
+    # A length-1 axis is not a direction a surface faces (a 2D slice stored X x Y x 1).
+    keep = [ax for ax, n in enumerate(a.shape) if n > 1] or [0]
+    a, b = a.reshape([a.shape[ax] for ax in keep]), b.reshape([b.shape[ax] for ax in keep])
+    spacing = [spacing[ax] for ax in keep]
     pa = np.argwhere(_surface_ref(a)) * np.asarray(spacing)
     pb = np.argwhere(_surface_ref(b)) * np.asarray(spacing)
     d = cdist(pa, pb)
@@ -219,6 +223,65 @@ def test_cropping_does_not_change_results():
     assert normalized_surface_dice(pp, tp, spacing=sp) == pytest.approx(
         normalized_surface_dice(p, t, spacing=sp)
     )
+
+
+def test_a_2d_slice_stored_with_a_length_1_axis_scores_as_2d():
+    # Across a length-1 axis every voxel used to count as surface: a disc shifted by 3 px
+    # scored HD95 1.0 and NSD 0.96 as X x Y x 1, against 3.0 and 0.31 as 2D.
+    yy, xx = np.mgrid[:80, :80]
+    a = (yy - 40) ** 2 + (xx - 40) ** 2 < 30 ** 2
+    b = (yy - 40) ** 2 + (xx - 43) ** 2 < 30 ** 2
+    hd2, nsd2 = hausdorff95(a, b, spacing=(1.0, 1.0)), normalized_surface_dice(
+        a, b, spacing=(1.0, 1.0))
+    assert hd2 == pytest.approx(3.0)
+    for a3, b3, sp in ((a[..., None], b[..., None], (1.0, 1.0, 2.5)),
+                       (a[None], b[None], (2.5, 1.0, 1.0))):
+        assert hausdorff95(a3, b3, spacing=sp) == pytest.approx(hd2)
+        assert normalized_surface_dice(a3, b3, spacing=sp) == pytest.approx(nsd2)
+    rep2 = evaluate_segmentation(a.astype(np.uint8), b.astype(np.uint8), spacing=(1.0, 1.0))
+    rep3 = evaluate_segmentation(a[..., None].astype(np.uint8), b[..., None].astype(np.uint8),
+                                 spacing=(1.0, 1.0, 2.5))
+    assert rep3["hd95_mm"] == pytest.approx(rep2["hd95_mm"])
+    assert rep3["nsd"] == pytest.approx(rep2["nsd"])
+
+
+@pytest.mark.parametrize("ratio", [0, 10**9])
+def test_surface_distances_same_by_kd_tree_and_distance_transform(monkeypatch, ratio):
+    # Sparse surfaces in a large box go through a KD-tree, compact ones through distance
+    # transforms: both must give the brute-force distances. Stray voxels far apart stretch
+    # the box, the case the KD-tree is for.
+    from napari_medseg.core.metrics import surface
+
+    monkeypatch.setattr(surface, "KD_TREE_RATIO", ratio)
+    rng = np.random.default_rng(3)
+    p = np.zeros((30, 26, 20), bool)
+    t = np.zeros_like(p)
+    p[8:16, 6:14, 5:12] = True
+    t[9:17, 7:13, 5:13] = True
+    p[tuple(rng.integers(0, 20, (3, 4)))] = True
+    t[29, 25, 19] = True
+    sp = (1.0, 0.7, 2.0)
+    for q in (95.0, 100.0):
+        assert hausdorff_distance(p, t, spacing=sp, percentile=q) == pytest.approx(
+            _hd_ref(p, t, sp, q))
+    assert normalized_surface_dice(p, t, spacing=sp, tolerance_mm=1.5) == pytest.approx(
+        _nsd_ref(p, t, sp, 1.5))
+    rep = evaluate_segmentation(p.astype(np.uint8), t.astype(np.uint8), spacing=sp)
+    assert rep["hd95_mm"]["1"] == pytest.approx(_hd_ref(p, t, sp, 95.0))
+
+
+def test_float_masks_must_be_zero_or_one():
+    # "Nonzero is foreground" counted an all-NaN prediction (a diverged model) as foreground
+    # (Dice 0.4 here) and binarised probability maps at > 0 without a word.
+    t = np.zeros((6, 6), np.float32)
+    t[1:4, 1:4] = 1
+    with pytest.raises(ValueError, match="9 NaN/inf"):
+        dice(np.where(t > 0, np.nan, 0), t)
+    with pytest.raises(ValueError, match="threshold it first"):
+        hausdorff95(t * 0.6 + 0.05, t, spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match="target .*NaN"):
+        normalized_surface_dice(t, np.full_like(t, np.inf), spacing=(1.0, 1.0))
+    assert dice(t, t) == 1.0  # 0.0/1.0 floats are masks
 
 
 def test_hausdorff_max_matches_skimage_when_every_voxel_is_surface():

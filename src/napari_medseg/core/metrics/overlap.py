@@ -86,7 +86,23 @@ def _as_masks(
     p = np.asarray(pred_mask)
     t = np.asarray(target_mask)
     _check_same_shape(p, t)
+    for name, a in (("pred", p), ("target", t)):
+        _check_binary_float(name, a)
     return (p if p.dtype == bool else p != 0), (t if t.dtype == bool else t != 0)
+
+
+def _check_binary_float(name: str, a: np.ndarray) -> None:
+    """Float masks must hold 0 and 1 only: "nonzero is foreground" would count a NaN of a
+    diverged model, or every voxel of a probability map, as foreground without a word."""
+    if a.dtype.kind != "f":
+        return
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    if bad:
+        raise ValueError(f"{name} holds {bad} NaN/inf value(s); a mask must be finite. Fill or "
+                         "mask them before measuring.")
+    if np.any((a != 0) & (a != 1)):
+        raise ValueError(f"{name} is a float array with values other than 0 and 1 (a "
+                         "probability map?); threshold it first, e.g. pred > 0.5.")
 
 
 def _as_labels(pred: npt.ArrayLike, target: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:

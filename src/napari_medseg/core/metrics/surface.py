@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
+from scipy import ndimage, spatial
 
 from napari_medseg.core.metrics.overlap import _as_masks, _check_spacing
 
@@ -19,6 +19,13 @@ __all__ = [
 ]
 
 Box = tuple[slice, ...]
+
+# Box voxels per surface voxel above which a KD-tree of the surface points beats two
+# distance transforms of the box (timed on 240x240x155: a sphere of radius 40, 17 box
+# voxels per surface voxel, 0.13 s vs 0.26 s; one of radius 110, 1.0 s vs 6.4 s; a few
+# stray voxels stretching the box, 0.2-0.5 s vs 1.3-3.7 s; dense noise, 1.7 per surface
+# voxel, 16 s vs 8.5 s).
+KD_TREE_RATIO = 10
 
 
 def _bounding_box(mask: np.ndarray) -> Box | None:
@@ -58,6 +65,13 @@ def _surface_distances(
     Returns None when both masks are empty and ``"one_empty"`` when exactly
     one is empty.
     """
+    # A length-1 axis (a 2D slice stored X x Y x 1) is not a direction the surface can
+    # face: eroding across it would make every voxel "surface". It adds nothing to any
+    # distance, so it is dropped.
+    keep = [ax for ax, n in enumerate(p.shape) if n > 1] or [0]
+    if len(keep) < p.ndim:
+        p, t = p.reshape([p.shape[ax] for ax in keep]), t.reshape([t.shape[ax] for ax in keep])
+        spacing = tuple(spacing[ax] for ax in keep)
     bp, bt = _bounding_box(p), _bounding_box(t)
     if bp is None and bt is None:
         return None
@@ -65,6 +79,15 @@ def _surface_distances(
         return "one_empty"
     box = _union_box(bp, bt, p.shape)
     sp, st = _surface(p[box]), _surface(t[box])
+    n_box, n_surf = sp.size, int(np.count_nonzero(sp)) + int(np.count_nonzero(st))
+    if n_surf * KD_TREE_RATIO < n_box:
+        # Sparse surfaces in a large box (stray voxels far apart stretch it to the whole
+        # volume): nearest neighbours among the surface points cost far less than two
+        # distance transforms of the box, with the same exact Euclidean distances.
+        cp = np.argwhere(sp) * np.asarray(spacing)
+        ct = np.argwhere(st) * np.asarray(spacing)
+        return (spatial.cKDTree(ct).query(cp, workers=-1)[0],
+                spatial.cKDTree(cp).query(ct, workers=-1)[0])
     # distance_transform_edt gives each nonzero voxel its distance to the
     # nearest zero, so the surface of interest is set to zero.
     dist_to_t = ndimage.distance_transform_edt(~st, sampling=spacing)
