@@ -122,3 +122,52 @@ def test_restore_per_slice_and_csv(tmp_path, capsys):
     assert len(rows) == 1 + 12
     assert [float(x["psnr_db"]) for x in rows[1:]] == per["psnr"].tolist()
     assert [float(x["mae"]) for x in rows[1:]] == per["mae"].tolist()
+
+
+def test_per_slice_default_axis_follows_the_file_format(seg_files, tmp_path, capsys):
+    """The default was always the last axis: a TIFF stack (Z, Y, X) was scored column by
+    column along X, hiding a Z plane the prediction missed entirely, and a 2D image was cut
+    into columns."""
+    _, _, pred, ref = seg_files
+    stack_p, stack_r = ref.copy(), ref.copy()
+    stack_p[3] = 0  # Z plane 3 missed
+    pt, rt = tmp_path / "pred.tif", tmp_path / "ref.tif"
+    io.write_volume(pt, stack_p.astype(np.uint8))
+    io.write_volume(rt, stack_r.astype(np.uint8))
+    out = tmp_path / "stack.json"
+    assert cli.main(["evaluate", "--pred", str(pt), "--ref", str(rt), "--per-slice",
+                     "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["per_slice"]["axis"] == 0
+    assert res["per_slice"]["dice"]["1"][3] == 0.0
+    assert "per-slice Dice along axis 0" in capsys.readouterr().out
+    p2, r2 = tmp_path / "pred.png", tmp_path / "ref.png"
+    io.write_volume(p2, stack_p[4].astype(np.uint8))
+    io.write_volume(r2, stack_r[4].astype(np.uint8))
+    assert cli.main(["evaluate", "--pred", str(p2), "--ref", str(r2), "--per-slice"]) == 2
+    assert "2D image, a single slice: --per-slice needs --axis 0" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--pred", str(p2), "--ref", str(r2), "--per-slice",
+                     "--axis", "0"]) == 0
+    assert "per-slice Dice along axis 0" in capsys.readouterr().out
+
+
+def test_2d_images_report_areas_and_say_pixels_are_taken_as_mm(tmp_path, capsys):
+    """800 pixels were printed as "0.800 ml": a 2D image has areas, and PNG carries no
+    pixel size."""
+    ref = np.zeros((40, 50), np.uint8)
+    ref[5:25, 10:50] = 1  # 800 px
+    pred = np.zeros_like(ref)
+    pred[5:25, 10:40] = 1  # 600 px
+    p, r = tmp_path / "pred.png", tmp_path / "ref.png"
+    io.write_volume(p, pred)
+    io.write_volume(r, ref)
+    out, table = tmp_path / "m.json", tmp_path / "m.csv"
+    assert cli.main(["evaluate", "--pred", str(p), "--ref", str(r), "--json", str(out),
+                     "--csv", str(table)]) == 0
+    cap = capsys.readouterr()
+    assert "pred_mm2" in cap.out and "800.000" in cap.out and "ml" not in cap.out
+    assert "carry no pixel size" in cap.err
+    res = json.loads(out.read_text())
+    assert res["area_mm2"]["1"] == {"pred": 600.0, "ref": 800.0}
+    assert res["volume_difference"]["1"]["diff_mm2"] == -200.0
+    assert float(_rows(table)[0]["diff_mm2"]) == -200.0

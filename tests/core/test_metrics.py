@@ -19,7 +19,11 @@ from napari_medseg.core.metrics import (
     hausdorff95,
     hausdorff_distance,
     normalized_surface_dice,
+    segmentation_columns,
+    segmentation_rows,
     to_jsonable,
+    unit_of,
+    volume_difference,
 )
 
 FAST = settings(max_examples=40, deadline=None)
@@ -394,8 +398,17 @@ def test_evaluate_segmentation_2d_default_labels():
     assert r["hd95_mm"] == {"1": 0.0, "4": 0.0}
     assert r["nsd"] == {"1": 1.0, "4": 1.0}
     assert r["absent"] == []
-    # 9 px * 0.25 mm^2 * 1 mm slice = 2.25 mm^3
-    assert r["volume_ml"]["1"]["ref"] == pytest.approx(0.00225)
+    # A 2D image has no thickness: its classes' sizes are areas (they were reported as
+    # "ml", taking a 1 mm thick slice). 9 px * 0.25 mm^2 = 2.25 mm^2
+    assert "volume_ml" not in r
+    assert r["area_mm2"]["1"]["ref"] == pytest.approx(2.25)
+    vd = volume_difference(np.zeros_like(target), target, spacing=(0.5, 0.5))
+    assert vd[1] == {"pred_mm2": 0.0, "ref_mm2": 2.25, "diff_mm2": -2.25, "abs_diff_mm2": 2.25,
+                     "relative": -1.0}
+    assert unit_of(vd) == "mm2" and segmentation_columns("mm2")[7:10] == (
+        "pred_mm2", "ref_mm2", "diff_mm2")
+    rows = segmentation_rows(r, volume_diff=vd)
+    assert rows[0]["ref_mm2"] == 2.25 and set(rows[0]) == set(segmentation_columns("mm2"))
 
 
 def test_to_jsonable_converts_numpy_and_nonfinite():

@@ -465,6 +465,31 @@ def test_a_sparse_reference_is_scored_on_its_labelled_slices_only(make_napari_vi
     assert M.dice_per_class(p, r)[1] == 1.0 and (r >= 0).all() and said
 
 
+def test_unlabelled_reference_voxels_are_never_a_class():
+    """With 'some slices only' unticked (the default), -1 in the reference was scored as a
+    class of its own (Dice 0, HD95 inf) and the prediction's voxels there as false
+    positives of class 1 (Dice 0.8), where ``napari-medseg evaluate`` gives 1.0."""
+    ref = np.zeros((8, 10, 12), np.int32)
+    ref[2:6, 3:7, 2:10] = 1
+    pred = ref.copy()
+    ref[:, :, :4] = -1  # nobody labelled these: the prediction's class 1 there is no error
+    part = C.overlap_part(pred, ref, spacing=(1.0, 1.0, 1.0), axis=2, map_label=None)
+    assert part.labels == (1,) and part.volume_dice == {1: 1.0}
+    assert "unlabelled (-1)" in part.scored
+    dist = _run_job(C.distance_job(pred, ref, spacing=(1.0, 1.0, 1.0), tolerance_mm=1.0,
+                                   token=0))
+    assert dist.report["dice"] == {"1": 1.0} and dist.report["hd95_mm"] == {"1": 0.0}
+
+
+def _run_job(factory):
+    gen = factory(lambda: False)
+    try:
+        while True:
+            next(gen)
+    except StopIteration as stop:
+        return stop.value
+
+
 def test_sparse_axis_of_a_small_structure_and_a_dense_reference_warning():
     """A tumour painted on every 2nd axial slice was taken as painted along another axis (it
     spans fewer rows than the volume has slices); a dense reference hid its false positives
@@ -490,3 +515,21 @@ def test_sparse_axis_on_a_short_axis():
     painted[:, :, 1::2] = 0
     p, r, said = C.labelled_part(ref, painted)
     assert "(axis 2)" in said and M.dice_per_class(p, r)[1] == 1.0
+
+
+def test_2d_layers_show_areas_not_volumes(make_napari_viewer, qtbot, tmp_path):
+    """A 2D pair's sizes were shown as 'Vol pred ml' (pixel area / 1000): they are areas."""
+    pred3, ref3 = _labels_pair()
+    pred, ref = pred3[5], ref3[5]
+    viewer = make_napari_viewer()
+    viewer.add_labels(ref.copy(), name="reference", scale=(0.5, 0.5))
+    viewer.add_labels(pred.copy(), name="prediction", scale=(0.5, 0.5))
+    w = _widget(viewer, qtbot)
+    heads = [w.table.horizontalHeaderItem(c).text() for c in range(w.table.columnCount())]
+    assert "Area pred mm²" in heads and "ΔA mm²" in heads and not any("ml" in h for h in heads)
+    vd = M.volume_difference(pred, ref, spacing=(0.5, 0.5))
+    assert _col(w, "Vol ref ml") == [vd[1]["ref_mm2"], vd[2]["ref_mm2"]]
+    assert _col(w, "Vol ref ml")[0] == 0.25 * int((ref == 1).sum())
+    with open(w.export_csv(tmp_path / "m.csv"), newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert float(rows[0]["ref_mm2"]) == vd[1]["ref_mm2"] and "ref_ml" not in rows[0]

@@ -174,15 +174,25 @@ def _read_pred_ref(args: argparse.Namespace, verb: str) -> tuple[Any, Any]:
     return pred, ref
 
 
-def _evaluate_axis(args: argparse.Namespace, ndim: int) -> int | None:
-    """The slicing axis of ``--per-slice`` (default: the last axis), or None without it."""
+def _evaluate_axis(args: argparse.Namespace, vol: Any) -> int | None:
+    """The slicing axis of ``--per-slice``, or None without it.
+
+    Default: the slice axis of how ``vol`` (a read ``--ref``) is stored -- the last for
+    NIfTI (axial in RAS), the first for TIFF/PNG stacks (Z, Y, X), as ``predict`` slices
+    them. A 2D image is one slice: its rows or columns only with an explicit ``--axis``.
+    """
+    ndim = vol.data.ndim
     if args.axis is not None and not args.per_slice:
         raise CliError("--axis chooses the slicing axis of --per-slice; add --per-slice.")
     if not args.per_slice:
         return None
     if ndim < 2:
         raise CliError(f"--per-slice needs 2D or 3D images, got {ndim}D.")
-    axis = ndim - 1 if args.axis is None else args.axis
+    if args.axis is None and ndim == 2:
+        raise CliError(f"{vol.path} is a 2D image, a single slice: --per-slice needs --axis 0 "
+                       "(one score per row) or --axis 1 (per column).")
+    default = ndim - 1 if io.is_nifti(vol.path) else 0
+    axis = default if args.axis is None else args.axis
     if not -ndim <= axis < ndim:
         raise CliError(f"--axis {args.axis} is out of range for {ndim}D images; pass "
                        f"0..{ndim - 1}.")

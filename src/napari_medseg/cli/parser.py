@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--per-slice", action="store_true", help="also Dice of each label on every "
                    "slice (restore: MAE, MSE, PSNR per slice) and the worst slice")
     e.add_argument("--axis", type=int, default=None, metavar="N", help="array axis the slices "
-                   "of --per-slice are taken along (default: the last, axial in RAS NIfTI)")
+                   "of --per-slice are taken along (default: the last for NIfTI, axial in RAS; the "
+                   "first for TIFF/PNG stacks, stored Z,Y,X; a 2D image needs it)")
     e.add_argument("--csv", metavar="OUT.csv", help="write the volume table (and, with "
                    "--per-slice, one row per slice and label) as CSV")
     e.set_defaults(func=cmd_evaluate)

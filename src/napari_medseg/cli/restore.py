@@ -203,7 +203,7 @@ def cmd_evaluate_restore(args: argparse.Namespace) -> int:
     )
 
     pred, ref = _read_pred_ref(args, "restore")
-    axis = _evaluate_axis(args, pred.data.ndim)
+    axis = _evaluate_axis(args, ref)
     p = np.asarray(pred.data, np.float64)
     r = np.asarray(ref.data, np.float64)
     for vol, arr in ((pred, p), (ref, r)):

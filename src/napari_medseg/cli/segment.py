@@ -271,10 +271,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.data_range is not None:
         raise CliError("--data-range is for --task restore (PSNR/SSIM).")
     from napari_medseg.core.metrics import (
-        SEGMENTATION_COLUMNS,
         evaluate_segmentation,
         per_slice_dice,
+        segmentation_columns,
         segmentation_rows,
+        size_unit,
         to_jsonable,
         volume_difference,
         worst_slice,
@@ -285,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
         print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
               "reference's", file=sys.stderr)
-    axis = _evaluate_axis(args, pred.data.ndim)
+    axis = _evaluate_axis(args, ref)
     from napari_medseg.core.data import UNLABELLED, label_values_problem
 
     for vol, unlabelled in ((pred, False), (ref, True)):
@@ -317,8 +318,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sd = per_slice_dice(p, r, axis=axis, labels=labels) if axis is not None else None
     vd = sd.volume_difference(ref.spacing) if sd is not None else \
         volume_difference(p, r, spacing=ref.spacing, labels=labels)
-    print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7} {'pred_ml':>10} {'ref_ml':>10} "
-          f"{'diff_ml':>10}")
+    unit = size_unit(p.ndim)
+    if not io.is_nifti(ref.path):
+        print(f"note: {Path(ref.path).suffix.lstrip('.').upper()} files carry no pixel size: "
+              "a pixel is taken as 1 mm, so distances and sizes are in pixels",
+              file=sys.stderr)
+    print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7} {'pred_' + unit:>10} "
+          f"{'ref_' + unit:>10} {'diff_' + unit:>10}")
     if not res["dice"]:
         print("  no labels in either file: both are all background (nothing to score)")
     for k in res["dice"]:
@@ -327,8 +333,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{k:>6}  absent in both prediction and reference")
             continue
         v = vd[int(k)]
-        print(f"{k:>6} {d:7.3f} {h:9.2f} {n:7.3f} {v['pred_ml']:10.3f} {v['ref_ml']:10.3f} "
-              f"{v['diff_ml']:+10.3f}")
+        print(f"{k:>6} {d:7.3f} {h:9.2f} {n:7.3f} {v['pred_' + unit]:10.3f} "
+              f"{v['ref_' + unit]:10.3f} {v['diff_' + unit]:+10.3f}")
     if sd is not None:
         dice_s = sd.dice
         shown = np.flatnonzero(sd.defined.any(axis=0))
@@ -343,7 +349,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                 print(f"worst slice for label {v}: {w} (Dice {dice_s[sd.row(v), w]:.3f})")
     if args.csv:
         write_csv(args.csv, segmentation_rows(res, volume_diff=vd, slices=sd),
-                  SEGMENTATION_COLUMNS)
+                  segmentation_columns(unit))
         print(f"wrote {args.csv}")
     if args.json:
         res = dict(res)

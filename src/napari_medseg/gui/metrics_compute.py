@@ -76,20 +76,23 @@ def as_labels(a: np.ndarray) -> np.ndarray:
     return a if a.dtype.kind in "biu" else np.rint(a).astype(np.int64)
 
 
-def labelled_part(pred: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+def labelled_part(pred: np.ndarray, ref: np.ndarray, *, slices: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, str]:
     """``pred`` and ``ref`` with what the reference leaves unlabelled taken out of the score.
 
-    A reference painted on a few slices (as the training widget's sparse labels are) says
-    nothing about its other slices; scored as it is, a perfect prediction gets false
-    positives on every unpainted slice. Here both arrays are set to 0 on the reference's
-    voxels of value -1 and, for a 3D reference, on its slices without any label along the
-    axis it looks painted along -- as ``napari-medseg evaluate`` treats -1. Also returns
-    what was left out, for the status line.
+    Both arrays are set to 0 on the reference's voxels of value -1 (unlabelled, as
+    ``napari-medseg evaluate`` treats them: never a class of their own) and, with
+    ``slices``, on a 3D reference's slices without any label along the axis it looks
+    painted along: a reference painted on a few slices (as the training widget's sparse
+    labels are) says nothing about its other slices, and scored as it is, a perfect
+    prediction gets false positives on every unpainted slice. Also returns what was left
+    out, for the status line.
     """
     p, r = as_labels(pred), as_labels(ref)
     drop = r < 0
-    said = ""
-    found = painted_axis(r) if r.ndim == 3 else None
+    said = (f"{int(drop.sum())} unlabelled (-1) reference voxel(s) not scored"
+            if drop.any() else "")
+    found = painted_axis(r) if slices and r.ndim == 3 else None
     if found is not None:
         axis = found[0]
         keep = labelled_slices(r, axis)
@@ -115,13 +118,11 @@ def overlap_part(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
                  sparse: bool = False) -> OverlapPart:
     """Dice (volume and per slice), volume difference and TP/FP/FN map of ``pred`` vs ``ref``.
 
-    ``sparse``: score only what the reference labels (:func:`labelled_part`).
+    Reference voxels of value -1 are unlabelled and never scored; ``sparse``: nor are the
+    reference's unpainted slices (:func:`labelled_part`).
     """
     t0 = time.perf_counter()
-    if sparse:
-        p, r, said = labelled_part(pred, ref)
-    else:
-        p, r, said = as_labels(pred), as_labels(ref), ""
+    p, r, said = labelled_part(pred, ref, slices=sparse)
     if axis is not None and p.ndim >= 2:
         sd: M.SliceDice | None = M.per_slice_dice(p, r, axis=axis)
         labels = sd.labels
@@ -167,10 +168,7 @@ def distance_job(pred: np.ndarray, ref: np.ndarray, *, spacing: Sequence[float],
     def factory(should_stop: Callable[[], bool]) -> Generator[Any, None, DistancePart]:
         yield from ()
         t0 = time.perf_counter()
-        if sparse:
-            p, r, _ = labelled_part(pred, ref)
-        else:
-            p, r = as_labels(pred), as_labels(ref)
+        p, r, _ = labelled_part(pred, ref, slices=sparse)
         todo = present_labels(p, r) if labels is None else list(labels)
         rep = M.evaluate_segmentation(p, r, spacing=spacing, labels=todo,
                                       tolerance_mm=tolerance_mm)

@@ -112,7 +112,8 @@ class SlicesAndExportMixin:
             rep["dice"] = {str(v): d for v, d in self.seg.volume_dice.items()}
             rows = M.segmentation_rows(rep, volume_diff=self.seg.volume_diff,
                                        slices=self.seg.slices)
-            return M.write_csv(path, rows, M.SEGMENTATION_COLUMNS)
+            return M.write_csv(path, rows,
+                               M.segmentation_columns(M.unit_of(self.seg.volume_diff)))
         if self.restore is not None:
             rows = M.restoration_rows(self.restore.report, slices=self.restore.per_slice,
                                       axis=self.restore.axis)

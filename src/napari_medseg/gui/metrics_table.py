@@ -20,6 +20,21 @@ SEG_TIPS = {
 }
 #: Column of each value in the segmentation table.
 COL = {h: i for i, h in enumerate(SEG_HEADERS)}
+#: The size columns' headers for volumes ("ml") and for 2D images' areas ("mm2").
+SIZE_HEADERS = {
+    "ml": {"Vol pred ml": "Vol pred ml", "Vol ref ml": "Vol ref ml", "ΔV ml": "ΔV ml",
+           "ΔV %": "ΔV %"},
+    "mm2": {"Vol pred ml": "Area pred mm²", "Vol ref ml": "Area ref mm²", "ΔV ml": "ΔA mm²",
+            "ΔV %": "ΔA %"},
+}
+
+
+def show_size_unit(t: QTableWidget, unit: str) -> None:
+    """Title the size columns for volumes in ml or, in a 2D image, areas in mm²."""
+    for key, text in SIZE_HEADERS[unit].items():
+        item = t.horizontalHeaderItem(COL[key])
+        if item is not None and item.text() != text:
+            item.setText(text)
 RESTORE_ROWS = [("PSNR", "psnr", "dB"), ("SSIM", "ssim", ""), ("NMSE", "nmse", ""),
                 ("MAE", "mae", "")]
 PENDING = "…"

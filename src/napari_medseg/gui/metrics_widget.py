@@ -381,6 +381,8 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         t.setRowCount(len(res.labels))
         same = self.dist is not None and self.dist.report.get("dice", {}).keys() == \
             {str(v) for v in res.labels} and self.dist.token == res.token
+        unit = M.unit_of(res.volume_diff)
+        T.show_size_unit(t, unit)
         for i, v in enumerate(res.labels):
             vd = res.volume_diff[v]
             T.set_cell(t, i, 0, v, str(v))
@@ -388,9 +390,10 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
             if not same:
                 for h in ("HD95 mm", "NSD"):
                     T.set_cell(t, i, T.COL[h], None, T.PENDING)
-            T.set_cell(t, i, T.COL["Vol pred ml"], vd["pred_ml"])
-            T.set_cell(t, i, T.COL["Vol ref ml"], vd["ref_ml"])
-            T.set_cell(t, i, T.COL["ΔV ml"], vd["diff_ml"], f"{vd['diff_ml']:+.3f}")
+            T.set_cell(t, i, T.COL["Vol pred ml"], vd[f"pred_{unit}"])
+            T.set_cell(t, i, T.COL["Vol ref ml"], vd[f"ref_{unit}"])
+            diff = vd[f"diff_{unit}"]
+            T.set_cell(t, i, T.COL["ΔV ml"], diff, f"{diff:+.3f}")
             rel = vd["relative"]
             T.set_cell(t, i, T.COL["ΔV %"], rel, T.fmt(None if rel is None else 100 * rel, 1))
         T.fit_height(t)

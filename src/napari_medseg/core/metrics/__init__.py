@@ -24,6 +24,8 @@ from napari_medseg.core.metrics.slices import (
     SliceDice,
     overlap_map,
     per_slice_dice,
+    size_unit,
+    unit_of,
     volume_difference,
     worst_slice,
 )
@@ -36,6 +38,7 @@ from napari_medseg.core.metrics.table import (
     RESTORATION_COLUMNS,
     SEGMENTATION_COLUMNS,
     restoration_rows,
+    segmentation_columns,
     segmentation_rows,
     write_csv,
 )
@@ -67,11 +70,14 @@ __all__ = [
     "SliceDice",
     "overlap_map",
     "per_slice_dice",
+    "size_unit",
+    "unit_of",
     "volume_difference",
     "worst_slice",
     "RESTORATION_COLUMNS",
     "SEGMENTATION_COLUMNS",
     "restoration_rows",
+    "segmentation_columns",
     "segmentation_rows",
     "write_csv",
 ]

@@ -17,6 +17,7 @@ from napari_medseg.core.metrics.overlap import (
     _label_index,
     _label_stats,
 )
+from napari_medseg.core.metrics.slices import size_unit, voxel_size
 from napari_medseg.core.metrics.surface import (
     _check_tolerance,
     _hd_from_distances,
@@ -59,8 +60,8 @@ def evaluate_segmentation(
         value as a string. Labels absent in both arrays get ``None`` metrics
         and are listed in ``"absent"``; a label present in only one array gets
         Dice 0, NSD 0 and HD95 ``inf``. Volumes are voxel counts times the
-        voxel volume, in ml (1 ml = 1000 mm^3); for 2D inputs the slice is
-        taken as 1 mm thick (so the value is the area in mm^2 / 1000).
+        voxel volume, in ml (1 ml = 1000 mm^3); 2D inputs have no thickness:
+        ``"area_mm2"`` in its place, in mm^2.
         ``inf`` is not valid JSON: write the result through
         :func:`to_jsonable`.
 
@@ -74,12 +75,13 @@ def evaluate_segmentation(
     sp = _check_spacing(spacing, p.ndim)
     tol = _check_tolerance(tolerance_mm)
     labs, inter, npred, nref = _label_stats(p, t, labels)
-    result: dict[str, Any] = {"dice": {}, "hd95_mm": {}, "nsd": {}, "absent": [], "volume_ml": {}}
+    size_key = "area_mm2" if size_unit(p.ndim) == "mm2" else "volume_ml"
+    result: dict[str, Any] = {"dice": {}, "hd95_mm": {}, "nsd": {}, "absent": [], size_key: {}}
     n = len(labs)
     if n == 0:
         return result
     dices = _dice_from_counts(labs, inter, npred, nref)
-    voxel_ml = float(np.prod(sp)) / 1000.0
+    voxel = voxel_size(sp)
     # Bounding boxes of every label in one pass per array.
     pi, ti = _label_index(p, labs), _label_index(t, labs)
     boxes_p = ndimage.find_objects(pi, max_label=n)
@@ -87,9 +89,9 @@ def evaluate_segmentation(
     for k, v in enumerate(labs, start=1):
         key = str(v)
         result["dice"][key] = dices[v]
-        result["volume_ml"][key] = {
-            "pred": int(npred[k - 1]) * voxel_ml,
-            "ref": int(nref[k - 1]) * voxel_ml,
+        result[size_key][key] = {
+            "pred": int(npred[k - 1]) * voxel,
+            "ref": int(nref[k - 1]) * voxel,
         }
         bp, bt = boxes_p[k - 1], boxes_t[k - 1]
         if bp is None and bt is None:

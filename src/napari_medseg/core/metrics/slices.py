@@ -23,7 +23,7 @@ Edge cases
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,8 +126,9 @@ class SliceDice:
 
     def volume_difference(self, spacing: Sequence[float]) -> dict[int, dict[str, Any]]:
         """:func:`volume_difference` from these counts (no second pass over the data)."""
-        voxel_ml = float(np.prod(spacing)) / 1000.0
-        return {v: _vol_diff(int(self.npred[k].sum()), int(self.nref[k].sum()), voxel_ml)
+        unit = size_unit(len(spacing))
+        voxel = voxel_size(spacing)
+        return {v: _vol_diff(int(self.npred[k].sum()), int(self.nref[k].sum()), voxel, unit)
                 for k, v in enumerate(self.labels)}
 
     def mean_dice(self) -> np.ndarray:
@@ -337,27 +338,44 @@ def _overlap_scalar(p: int, t: int, label: int | None) -> int:
     return FP if pm else FN if tm else NONE
 
 
-def _vol_diff(npred: int, nref: int, voxel_ml: float) -> dict[str, Any]:
-    pml, rml = npred * voxel_ml, nref * voxel_ml
+def size_unit(ndim: int) -> str:
+    """How a class's size is reported: ``"ml"`` in a volume, ``"mm2"`` (an area) in a 2D
+    image -- a 2D image has no thickness to make a volume of."""
+    return "mm2" if ndim == 2 else "ml"
+
+
+def unit_of(volume_diff: Mapping[Any, Mapping[str, Any]]) -> str:
+    """The :func:`size_unit` a :func:`volume_difference` result is in (``"ml"`` if empty)."""
+    return next((u for vd in volume_diff.values() for u in ("ml", "mm2")
+                 if f"pred_{u}" in vd), "ml")
+
+
+def voxel_size(spacing: Sequence[float]) -> float:
+    """One voxel's size in :func:`size_unit`'s unit (1 ml = 1000 mm^3)."""
+    v = float(np.prod(spacing))
+    return v if size_unit(len(spacing)) == "mm2" else v / 1000.0
+
+
+def _vol_diff(npred: int, nref: int, voxel: float, unit: str) -> dict[str, Any]:
+    ps, rs = npred * voxel, nref * voxel
     if nref:
         rel: float | None = (npred - nref) / nref
     else:
         rel = None if npred == 0 else math.inf
-    return {"pred_ml": pml, "ref_ml": rml, "diff_ml": pml - rml, "abs_diff_ml": abs(pml - rml),
-            "relative": rel}
+    return {f"pred_{unit}": ps, f"ref_{unit}": rs, f"diff_{unit}": ps - rs,
+            f"abs_diff_{unit}": abs(ps - rs), "relative": rel}
 
 
 def volume_difference(pred: npt.ArrayLike, target: npt.ArrayLike, *, spacing: Sequence[float],
                       labels: Iterable[int] | None = None) -> dict[int, dict[str, Any]]:
-    """Volume of each class in both arrays and their difference, in ml.
+    """Volume of each class in both arrays and their difference, in ml (area in mm^2 in 2D).
 
     Parameters
     ----------
     pred, target : array_like of int
         Label arrays of one shape.
     spacing : sequence of float
-        Voxel size in mm per axis (1 ml = 1000 mm^3; 2D arrays count a 1 mm
-        thick slice, as :func:`evaluate_segmentation`).
+        Voxel size in mm per axis (1 ml = 1000 mm^3).
     labels : iterable of int, optional
         Classes; defaults to the nonzero values present in either array.
 
@@ -365,12 +383,13 @@ def volume_difference(pred: npt.ArrayLike, target: npt.ArrayLike, *, spacing: Se
     -------
     dict
         ``{label: {"pred_ml", "ref_ml", "diff_ml" (pred - ref, signed),
-        "abs_diff_ml", "relative" ((pred - ref) / ref)}}``. ``relative`` is
+        "abs_diff_ml", "relative" ((pred - ref) / ref)}}``; for 2D arrays the sizes
+        are areas, ``"pred_mm2"`` etc. (:func:`size_unit`). ``relative`` is
         ``None`` when the class is absent in both and ``inf`` when only the
         reference lacks it (write JSON through ``to_jsonable``).
     """
     p, t = _as_labels(pred, target)
     sp = _check_spacing(spacing, p.ndim)
     labs, _, npred, nref = _label_stats(p, t, labels)
-    voxel_ml = float(np.prod(sp)) / 1000.0
-    return {v: _vol_diff(int(npred[k]), int(nref[k]), voxel_ml) for k, v in enumerate(labs)}
+    unit, voxel = size_unit(p.ndim), voxel_size(sp)
+    return {v: _vol_diff(int(npred[k]), int(nref[k]), voxel, unit) for k, v in enumerate(labs)}

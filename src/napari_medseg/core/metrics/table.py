@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_medseg.core.metrics.slices import SliceDice
+from napari_medseg.core.metrics.slices import SliceDice, unit_of
 
 __all__ = [
     "SEGMENTATION_COLUMNS",
@@ -31,6 +31,11 @@ __all__ = [
 
 SEGMENTATION_COLUMNS = ("scope", "axis", "slice", "label", "dice", "hd95_mm", "nsd", "pred_ml",
                         "ref_ml", "diff_ml", "relative_diff", "pred_voxels", "ref_voxels")
+
+
+def segmentation_columns(unit: str = "ml") -> tuple[str, ...]:
+    """:data:`SEGMENTATION_COLUMNS` with the sizes in ``unit`` (``"mm2"``: 2D areas)."""
+    return tuple(c.replace("_ml", f"_{unit}") for c in SEGMENTATION_COLUMNS)
 RESTORATION_COLUMNS = ("scope", "axis", "slice", "mae", "mse", "nmse", "nmse_variance", "psnr_db",
                        "ssim", "data_range")
 
@@ -67,12 +72,14 @@ def segmentation_rows(report: Mapping[str, Any], *,
     Returns
     -------
     list of dict
-        Keyed by :data:`SEGMENTATION_COLUMNS`.
+        Keyed by :data:`SEGMENTATION_COLUMNS`, or ``segmentation_columns("mm2")`` when
+        ``volume_diff`` holds 2D areas.
     """
     rows: list[dict[str, Any]] = []
     labels = [int(k) for k in report.get("dice", {})]
     if volume_diff is not None:
         labels += [int(k) for k in volume_diff if int(k) not in labels]
+    unit = unit_of(volume_diff or {})
     for v in labels:
         key = str(v)
         vd = (volume_diff or {}).get(v, {})
@@ -80,8 +87,9 @@ def segmentation_rows(report: Mapping[str, Any], *,
                      "dice": _num(report.get("dice", {}).get(key)),
                      "hd95_mm": _num(report.get("hd95_mm", {}).get(key)),
                      "nsd": _num(report.get("nsd", {}).get(key)),
-                     "pred_ml": _num(vd.get("pred_ml")), "ref_ml": _num(vd.get("ref_ml")),
-                     "diff_ml": _num(vd.get("diff_ml")),
+                     f"pred_{unit}": _num(vd.get(f"pred_{unit}")),
+                     f"ref_{unit}": _num(vd.get(f"ref_{unit}")),
+                     f"diff_{unit}": _num(vd.get(f"diff_{unit}")),
                      "relative_diff": _num(vd.get("relative")),
                      "pred_voxels": None, "ref_voxels": None})
     if slices is not None:
@@ -90,7 +98,7 @@ def segmentation_rows(report: Mapping[str, Any], *,
             for s in range(slices.n_slices):
                 rows.append({"scope": "slice", "axis": slices.axis, "slice": s, "label": v,
                              "dice": _num(d[k, s]), "hd95_mm": None, "nsd": None,
-                             "pred_ml": None, "ref_ml": None, "diff_ml": None,
+                             f"pred_{unit}": None, f"ref_{unit}": None, f"diff_{unit}": None,
                              "relative_diff": None, "pred_voxels": int(slices.npred[k, s]),
                              "ref_voxels": int(slices.nref[k, s])})
     return rows
