@@ -172,3 +172,70 @@ def test_scaled_integers_whose_intercept_exceeds_the_result_type(tmp_path):
     vol = io.read_volume(tmp_path / "u16.nii.gz")
     assert np.issubdtype(vol.data.dtype, np.integer)
     np.testing.assert_array_equal(vol.data.ravel(), [0, 4000, 2000, 1000])
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("t1_masked.nii.gz", False),                  # a skull-stripped image, not a mask
+    ("breast1_segmentation_input.nii.gz", False),
+    ("unlabelled_t2.nii.gz", False),
+    ("t1_mask.nii.gz", True),
+    ("sub-01_desc-brain_mask.nii.gz", True),      # BIDS
+    ("sub-01_dseg.nii.gz", True),
+    ("aparc.a2009s+aseg.nii.gz", True),           # FreeSurfer
+    ("wmparc.nii", True),
+    ("brainmask.nii.gz", True),                   # BraTS
+    ("mask2d.tif", True),                         # stardist's nuclei masks
+    ("/data/seg/t1.nii.gz", False),               # a folder's name says nothing of the file
+])
+def test_label_names_match_whole_words_of_the_file_name(name, expected):
+    assert io.named_like_labels(name) is expected
+    vol = io.Volume(np.zeros((2, 2, 2), np.int16), path=name)
+    limit = io.MAX_NAMED_LABEL_VALUES if expected else io.MAX_LABEL_VALUES
+    assert io.label_value_limit(vol) == limit
+
+
+def test_masked_image_with_a_few_hundred_values_is_not_a_label_map(tmp_path):
+    """An 8-bit skull-stripped MRI of 238 grey values opened as 238 'classes'."""
+    data = (np.arange(20 * 20 * 6) % 238).reshape(20, 20, 6).astype(np.int16)
+    io.write_nifti(tmp_path / "breast1_image_masked.nii.gz", data)
+    vol = io.read_volume(tmp_path / "breast1_image_masked.nii.gz")
+    assert not io.looks_like_labels(vol.data, max_values=io.label_value_limit(vol))
+
+
+def test_label_ids_past_int32_keep_their_values():
+    ids = np.array([0, 7, 3_000_000_000], np.uint32)  # instance / connectomics ids
+    out = io.as_label_array(ids)
+    assert out.dtype == np.int64
+    np.testing.assert_array_equal(out, [0, 7, 3_000_000_000])
+    small = io.as_label_array(np.array([0.0, 4.0, 2.0], np.float32))
+    assert small.dtype == np.int32 and small.tolist() == [0, 4, 2]
+    assert io.as_label_array(np.array([0, 65535], np.uint16)).dtype == np.int32
+    with pytest.raises(ValueError, match=r"ids\.nii\.gz.*18446744073709551615.*renumber"):
+        io.as_label_array(np.array([0, 2**64 - 1], np.uint64), path="ids.nii.gz")
+
+
+@pytest.mark.parametrize("values, stored", [
+    ((0, 5), np.int32),                  # other viewers read 64-bit NIfTI poorly
+    ((0, 3_000_000_000), np.uint32),
+    ((-1, 2**33), np.int64),             # wrapped to 0 before
+])
+def test_write_nifti_narrows_int64_only_when_the_values_fit(tmp_path, values, stored):
+    import nibabel as nib
+
+    data = np.array(values, np.int64).reshape(1, 1, 2)
+    io.write_nifti(tmp_path / "big.nii.gz", data)
+    img = nib.load(tmp_path / "big.nii.gz")
+    assert img.get_data_dtype() == stored
+    np.testing.assert_array_equal(np.asarray(img.dataobj).ravel(), values)
+
+
+def test_colour_tagged_tiff(tmp_path):
+    import tifffile
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    tifffile.imwrite(tmp_path / "photo.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "stack.tif", rgb, photometric="minisblack")
+    assert io.colour_tagged_tiff(tmp_path / "photo.tif")
+    assert not io.colour_tagged_tiff(tmp_path / "stack.tif")
+    assert not io.colour_tagged_tiff(tmp_path / "missing.tif")
+    assert not io.colour_tagged_tiff(tmp_path / "photo.png")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -241,6 +242,27 @@ def _colour_axis(path: str | os.PathLike[str], data: np.ndarray) -> bool:
     return str(path).lower().endswith(".png")
 
 
+def colour_tagged_tiff(path: str | os.PathLike[str]) -> bool:
+    """Whether a TIFF says its samples are colours (RGB, YCbCr, CMYK...), from its tags.
+
+    :func:`read_spatial` reads such a file's samples as slices (a ``(Y, X, 3)`` volume is
+    tagged RGB as often as a photo); a viewer asks this to leave colour files to a
+    colour reader. False for other files and for TIFFs that cannot be read.
+    """
+    if not str(path).lower().endswith((".tif", ".tiff")):
+        return False
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            photometric = tif.pages[0].photometric
+    except Exception:  # noqa: BLE001 - unreadable: read_volume will say why
+        return False
+    grey = (tifffile.PHOTOMETRIC.MINISWHITE, tifffile.PHOTOMETRIC.MINISBLACK,
+            tifffile.PHOTOMETRIC.PALETTE)  # palette TIFFs hold label indices
+    return photometric not in grey
+
+
 def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volume:
     """Read a file that must hold one 2D or 3D scalar volume.
 
@@ -274,9 +296,26 @@ def read_spatial(path: str | os.PathLike[str], *, allow_2d: bool = True) -> Volu
 #: Integer data whose NIfTI intent says "label map" opens as labels up to this many values.
 MAX_INTENT_LABEL_VALUES = 65536
 #: File-name words that mark a label map (atlases and parcellations have hundreds of values).
-LABEL_NAME_WORDS = ("label", "seg", "mask", "aseg", "parc", "atlas", "annot")
+#: Matched as whole words of the file stem (runs of letters), so that ``aparc+aseg``,
+#: ``sub-01_dseg`` and ``mask2d`` count but a skull-stripped ``t1_masked`` does not.
+LABEL_NAME_WORDS = ("label", "labels", "labelmap", "seg", "dseg", "mask", "masks", "aseg",
+                    "aparc", "parc", "atlas", "annot")
+#: Token endings that also mark one: ``brainmask`` (BraTS), ``wmparc`` (FreeSurfer).
+LABEL_NAME_ENDINGS = ("mask", "seg", "parc")
 #: How many distinct values a file named like a label map may hold and still open as labels.
 MAX_NAMED_LABEL_VALUES = 1000
+
+
+def named_like_labels(path: str | os.PathLike[str] | None) -> bool:
+    """Whether a file's name says it holds a label map.
+
+    A word of the stem, a run of letters (``sub-01_desc-brain_mask2d`` -> ``sub``,
+    ``desc``, ``brain``, ``mask``, ``d``), is one of :data:`LABEL_NAME_WORDS` or ends
+    in one of :data:`LABEL_NAME_ENDINGS`. Substrings elsewhere in a word do not count:
+    ``masked``, ``segmentation_input`` and ``unlabelled`` name images.
+    """
+    words = re.findall(r"[a-z]+", file_stem(path or "").lower())
+    return any(w in LABEL_NAME_WORDS or w.endswith(LABEL_NAME_ENDINGS) for w in words)
 
 
 def label_value_limit(vol: Volume) -> int:
@@ -284,26 +323,49 @@ def label_value_limit(vol: Volume) -> int:
 
     :data:`MAX_LABEL_VALUES` for an unknown array; more when the file says it is
     a label map: its NIfTI intent is ``label`` (TotalSegmentator writes that), or
-    its name contains a word of :data:`LABEL_NAME_WORDS` (FreeSurfer's aparc+aseg,
-    atlases).
+    its name says so (:func:`named_like_labels`: FreeSurfer's aparc+aseg, atlases).
     """
     hdr = vol.header
     if hdr is not None:
         with contextlib.suppress(Exception):  # a header without intent fields
             if hdr.get_intent()[0] == "label":
                 return MAX_INTENT_LABEL_VALUES
-    name = Path(vol.path or "").name.lower()
-    if any(w in name for w in LABEL_NAME_WORDS):
+    if named_like_labels(vol.path):
         return MAX_NAMED_LABEL_VALUES
     return MAX_LABEL_VALUES
 
 
-def as_label_array(data: np.ndarray) -> np.ndarray:
-    """Integer label values (int32) of a label map, rounding integer-valued floats."""
+def as_label_array(data: np.ndarray, *, path: str | os.PathLike[str] | None = None
+                   ) -> np.ndarray:
+    """Integer label values of a label map, rounding integer-valued floats.
+
+    int32 (what napari and the widgets expect) when the values fit, else int64:
+    instance and connectomics ids go past 2**31 and a cast would wrap them.
+
+    Raises
+    ------
+    ValueError
+        A value beyond int64 (an unsigned 64-bit id); the message names ``path``.
+    """
     arr = np.asarray(data)
     if np.issubdtype(arr.dtype, np.floating):
         arr = np.rint(arr)
-    return arr.astype(np.int32, copy=False)
+    if arr.dtype == np.int32 or arr.size == 0:
+        return arr.astype(np.int32, copy=False)
+    # Python numbers compare exactly: a uint64 or float extreme against int64's bounds.
+    lo, hi = _as_number(arr.min()), _as_number(arr.max())
+    for t in (np.int32, np.int64):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return arr.astype(t, copy=False)
+    raise ValueError(f"{path or 'the label map'}: label values span {lo}..{hi}, beyond the "
+                     "64-bit signed range napari's Labels hold; renumber the labels (e.g. "
+                     "skimage.segmentation.relabel_sequential) and open it again.")
+
+
+def _as_number(v: Any) -> int | float:
+    """A numpy scalar as an exact Python int (or float when not whole)."""
+    f = float(v)
+    return int(v) if np.issubdtype(np.asarray(v).dtype, np.integer) or f.is_integer() else f
 
 
 def looks_like_labels(data: np.ndarray, *, max_values: int = MAX_LABEL_VALUES) -> bool:
@@ -406,11 +468,10 @@ def write_nifti(
     arr = np.asarray(data)
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
-    if arr.dtype == np.int64:
-        arr = arr.astype(np.int32)  # int64 NIfTI is poorly supported by other viewers
+    arr = _narrow_wide_integers(arr)
     aff = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
     hdr = header.copy() if header is not None else None
-    img = nib.Nifti1Image(arr, aff, header=hdr)
+    img = nib.Nifti1Image(arr, aff, header=hdr, dtype=arr.dtype)
     img.set_data_dtype(arr.dtype)
     img.header.set_slope_inter(1.0, 0.0)
     img.header["cal_min"] = img.header["cal_max"] = 0  # the source's display window, not ours
@@ -428,6 +489,21 @@ def write_nifti(
     with atomic_write(p) as tmp:
         nib.save(img, tmp)
     return str(p)
+
+
+def _narrow_wide_integers(arr: np.ndarray) -> np.ndarray:
+    """64-bit integers in the narrowest of int32 / uint32 that holds them, else unchanged.
+
+    Other viewers read 64-bit NIfTI poorly, but a cast that does not fit wraps the
+    values silently (2**33 became 0), so values beyond 32 bits stay 64-bit.
+    """
+    if arr.dtype not in (np.int64, np.uint64):
+        return arr
+    lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+    for t in (np.int32, np.uint32):
+        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
+            return arr.astype(t)
+    return arr
 
 
 def _same_affine(header: Any, affine: np.ndarray) -> bool:

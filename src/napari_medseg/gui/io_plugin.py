@@ -22,12 +22,48 @@ LayerData = tuple[Any, dict[str, Any], str]
 MAX_CHANNEL_LAYERS = 8
 
 
-def get_reader(path: str | Sequence[str]) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
-    """Return :func:`read_nifti` for NIfTI paths, else None (napari tries another reader)."""
+def get_reader(path: str | Sequence[str]
+               ) -> Callable[[str | Sequence[str]], list[LayerData]] | None:
+    """A reader for NIfTI, PNG and TIFF paths, else None (napari tries another reader).
+
+    NIfTI always gives :func:`read_nifti`. PNG and TIFF are read here, once, with
+    :func:`napari_medseg.core.io.read_spatial` (palette PNGs as their indices), so
+    that masks open as Labels; a file that is not one scalar 2D/3D image (a colour
+    photo or an RGB-tagged TIFF, a multi-channel stack) gives None and napari's own
+    reader takes it.
+    """
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    if not paths or not all(io.is_nifti(p) for p in paths):
+    if not paths or not all(io.is_supported(p) for p in paths):
         return None
-    return read_nifti
+    if all(io.is_nifti(p) for p in paths):
+        return read_nifti
+    layers: list[LayerData] = []
+    for p in paths:
+        if io.is_nifti(p):
+            layers.extend(read_nifti(p))
+            continue
+        got = read_raster(p)
+        if got is None:
+            return None
+        layers.extend(got)
+    # Already read (deciding colour vs scalar needs the pixels): hand napari the result.
+    return lambda _path: layers
+
+
+def read_raster(path: str | os.PathLike[str]) -> list[LayerData] | None:
+    """A PNG or TIFF as one Image or Labels layer (the same decision as NIfTI), or None.
+
+    None when the file is not one scalar 2D/3D image: a colour PNG or RGB-tagged TIFF,
+    a stack with channels, a file that cannot be read. napari's builtin reader then
+    opens it.
+    """
+    if io.colour_tagged_tiff(path):  # read_spatial would take its colours for slices
+        return None
+    try:
+        vol = io.read_spatial(path)
+    except (OSError, ValueError):
+        return None
+    return _layers_of(vol, io.file_stem(path))
 
 
 def volume_layer_kwargs(vol: io.Volume, name: str, *, extra_axis: bool = False
@@ -47,8 +83,10 @@ def volume_layer_kwargs(vol: io.Volume, name: str, *, extra_axis: bool = False
     if extra_axis:
         kw["scale"] = (1.0, *kw["scale"])
         kw["translate"] = (0.0, *kw["translate"])
-        if "rotate" in kw:
-            kw["rotate"] = np.diag([1.0, *np.diag(kw["rotate"])])
+        if "rotate" in kw:  # the whole direction matrix: an oblique tilt has off-diagonals
+            rot = np.eye(4)
+            rot[1:, 1:] = np.asarray(kw["rotate"], dtype=float)
+            kw["rotate"] = rot
     return kw
 
 
@@ -76,22 +114,24 @@ def _layers_of(vol: io.Volume, name: str) -> list[LayerData]:
     if data.ndim not in (2, 3, 4):
         raise ValueError(f"{vol.path}: napari-medseg opens 2D, 3D and 4D NIfTI files; this one "
                          f"has shape {data.shape}.")
+    # One decision for the whole file: a stack of raters' masks is labels in every volume.
+    whole = io.Volume(data, vol.affine, vol.path, vol.header)
+    if io.looks_like_labels(data, max_values=io.label_value_limit(whole)):
+        data, kind = io.as_label_array(data, path=vol.path), "labels"
+    else:
+        kind = "image"
     if data.ndim == 4:
         n = data.shape[3]
         spatial = io.Volume(data[..., 0], vol.affine, vol.path, vol.header)
         if n <= MAX_CHANNEL_LAYERS:
-            # Modalities or class probabilities: one layer each, as the widgets take channels.
+            # Modalities, class probabilities, raters: one layer each, as the widgets take them.
             kw = volume_layer_kwargs(spatial, name)
             return [(np.ascontiguousarray(data[..., c]), {**kw, "name": f"{name} [{c}]"},
-                     "image") for c in range(n)]
+                     kind) for c in range(n)]
         # A time series: one 4D layer, time first, so napari gives it a slider.
         return [(np.moveaxis(data, 3, 0), volume_layer_kwargs(spatial, name, extra_axis=True),
-                 "image")]
-    vol = io.Volume(data, vol.affine, vol.path, vol.header)
-    kwargs = volume_layer_kwargs(vol, name)
-    if io.looks_like_labels(data, max_values=io.label_value_limit(vol)):
-        return [(io.as_label_array(data), kwargs, "labels")]
-    return [(data, kwargs, "image")]
+                 kind)]
+    return [(data, volume_layer_kwargs(whole, name), kind)]
 
 
 def _affine_from_meta(meta: dict[str, Any], ndim: int) -> np.ndarray:
@@ -109,17 +149,42 @@ def _write(path: str, data: Any, meta: dict[str, Any], *, labels: bool) -> list[
     if meta.get("multiscale"):
         data = data[0]
     arr = np.asarray(data)
-    if labels:  # the smallest type that holds the values: a 0/1 mask stays uint8 on disk
-        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-        kind = next((t for t in (np.uint8, np.int16) if np.iinfo(t).min <= lo and
-                     hi <= np.iinfo(t).max), np.int32)
-        arr = arr.astype(kind)
+    if labels:
+        arr = _label_file_array(arr, path)
     aff = _affine_from_meta(meta, arr.ndim)
     if arr.ndim == 4:  # a time series opened time first: NIfTI keeps time last
         arr = np.moveaxis(arr, 0, 3)
     # The file's header (qform/sform codes, units, description) while the layer is unmoved.
     header = (meta.get("metadata") or {}).get("header")
     return [io.write_nifti(path, arr, aff, header=header)]
+
+
+#: Label types a writer tries, smallest first: a 0/1 mask stays uint8 on disk, and ids past
+#: 2**31 (instance / connectomics tools) keep their values instead of wrapping.
+_LABEL_FILE_TYPES = (np.uint8, np.int16, np.int32, np.uint32, np.int64, np.uint64)
+
+
+def _label_file_array(arr: np.ndarray, path: str) -> np.ndarray:
+    """A Labels layer's values in the smallest integer type that holds them all.
+
+    Raises
+    ------
+    ValueError
+        Values no integer type holds (fractions from a float array, NaN, or a span
+        wider than 64 bits); the message names ``path``.
+    """
+    if arr.dtype == bool or arr.size == 0:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind == "f" and (not np.all(np.isfinite(arr)) or np.any(arr != np.rint(arr))):
+        raise ValueError(f"{path}: a label map holds whole numbers; this layer has fractions "
+                         "or NaN. Round it, or save it as an image.")
+    lo, hi = int(arr.min()), int(arr.max())  # Python ints compare exactly with uint64's range
+    for t in _LABEL_FILE_TYPES:
+        if int(np.iinfo(t).min) <= lo and hi <= int(np.iinfo(t).max):
+            return arr.astype(t)
+    raise ValueError(f"{path}: label values span {lo}..{hi}, more than one 64-bit integer "
+                     "type holds; renumber the labels (e.g. "
+                     "skimage.segmentation.relabel_sequential) and save again.")
 
 
 def write_image(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
@@ -132,17 +197,28 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     return _write(path, data, meta, labels=True)
 
 
+#: The raters' masks mark the lesion as 1 (the tissue map calls it 4).
+RATER_CLASSES = {0: "background", 1: "lesion"}
+
+
 def sample_phantom() -> list[LayerData]:
     """The brain phantom: T1, FLAIR, tissue labels and the simulated raters' lesion masks."""
     ph = brain_phantom()
-    meta = {"affine": ph.affine, "spacing": ph.spacing, "classes": PHANTOM_CLASSES}
-    common = {"scale": ph.spacing, "metadata": meta}
+
+    def common(classes: dict[int, str]) -> dict[str, Any]:
+        # A metadata dict per layer: the class names differ, and one shared dict would let
+        # an edit to one layer's metadata show up on the others.
+        return {"scale": ph.spacing,
+                "metadata": {"affine": ph.affine, "spacing": ph.spacing, "classes": dict(classes)}}
+
     layers: list[LayerData] = [
-        (ph.t1, {**common, "name": "phantom T1", "colormap": "gray"}, "image"),
-        (ph.flair, {**common, "name": "phantom FLAIR", "colormap": "gray", "visible": False},
-         "image"),
-        (ph.labels, {**common, "name": "phantom tissue", "opacity": 0.4}, "labels"),
+        (ph.t1, {**common(PHANTOM_CLASSES), "name": "phantom T1", "colormap": "gray"}, "image"),
+        (ph.flair, {**common(PHANTOM_CLASSES), "name": "phantom FLAIR", "colormap": "gray",
+                    "visible": False}, "image"),
+        (ph.labels, {**common(PHANTOM_CLASSES), "name": "phantom tissue", "opacity": 0.4},
+         "labels"),
     ]
     for k, r in enumerate(ph.raters, 1):
-        layers.append((r, {**common, "name": f"rater {k}", "visible": False}, "labels"))
+        layers.append((r, {**common(RATER_CLASSES), "name": f"rater {k}",
+                           "visible": False}, "labels"))
     return layers
