@@ -122,6 +122,16 @@ def test_headless_demo_beats_chance(monkeypatch, capsys):
     assert dice[2] > 0.6 and dice[3] > 0.6
 
 
+def test_headless_demo_explains_a_class_it_did_not_learn_yet():
+    """A slow machine's 20 s demo printed 'csf: 0.000' without a word: it reads as a bug."""
+    from napari_medseg.cli.demo import weak_classes_hint
+
+    hint = weak_classes_hint({1: 0.0, 2: 0.83, 3: 0.86, 4: None}, 20.0)
+    assert hint is not None and hint.startswith("csf:") and "--seconds 60" in hint
+    assert "grey" not in hint
+    assert weak_classes_hint({1: 0.7, 2: 0.9, 3: 0.9, 4: 0.8}, 20.0) is None
+
+
 def test_train_with_sparse_label_mask(tmp_path, nifti_case, capsys):
     mask = np.zeros((48, 48, 24), np.uint8)
     mask[:, :, 10:13] = 1  # three annotated slices

@@ -79,7 +79,23 @@ def run_headless_demo(seconds: float | None = 20.0, *, epochs: int | None = None
         print(f"  {PHANTOM_CLASSES[k]:>12}: {'absent' if d is None else f'{d:.3f}'}")
     vals = [d for d in dice.values() if d is not None]
     print(f"mean Dice {np.mean(vals):.3f}")
+    hint = weak_classes_hint(dice, seconds)
+    if hint:
+        print(hint)
     return dice
+
+
+def weak_classes_hint(dice: dict[int, float | None], seconds: float | None) -> str | None:
+    """What to do when a class scored low: small ones (CSF, 0.4% of the phantom) are learnt
+    last, so a slow machine's short demo can end before them -- a Dice of 0 is not a bug."""
+    from napari_medseg.core.sample import PHANTOM_CLASSES
+
+    weak = [PHANTOM_CLASSES[k] for k, d in dice.items() if d is not None and d < 0.5]
+    if not weak:
+        return None
+    longer = f" --seconds {max(60, int(3 * seconds))}" if seconds is not None else ""
+    return (f"{', '.join(weak)}: small structures are learnt last and this run ended before "
+            f"them; train longer to see them segmented (napari-medseg demo --headless{longer}).")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
