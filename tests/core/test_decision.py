@@ -122,3 +122,52 @@ def test_train_config_carries_the_rule():
     assert TrainConfig.from_dict(old).threshold == 0.5
     with pytest.raises(ValueError, match="threshold must lie strictly between 0 and 1"):
         TrainConfig(patch_size=(8, 8), threshold=1.5)
+
+
+@pytest.mark.parametrize("rule", ["argmax", "foreground"])
+def test_a_two_class_softmax_keeps_its_threshold_under_either_rule(rule):
+    # p(fg) 0.4 and 0.25: foreground at threshold 0.3 only where p(fg) = 0.4; argmax alone
+    # would label neither voxel.
+    p = _probs([0.6, 0.4], [0.75, 0.25], [0.2, 0.8])
+    assert decide(p, rule=rule, threshold=0.3).tolist() == [1, 0, 1]
+    assert decide(p, rule=rule, threshold=0.9).tolist() == [0, 0, 0]
+    assert decide(p, rule=rule).tolist() == [0, 0, 1]
+
+
+def test_which_decisions_read_the_threshold():
+    from napari_medseg.core.decision import uses_threshold
+
+    assert uses_threshold(1, "argmax") and uses_threshold(2, "argmax")
+    assert not uses_threshold(3, "argmax") and uses_threshold(3, "foreground")
+
+
+class _Binary(torch.nn.Module):
+    """A two-class softmax of (0.6, 0.4) at every voxel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor([0.6, 0.4]).log(), requires_grad=False)
+
+    def forward(self, x):
+        return self.logits.reshape(1, 2, *([1] * (x.ndim - 2))).expand(
+            (x.shape[0], 2, *x.shape[2:]))
+
+
+def test_segment_applies_a_binary_models_threshold_under_argmax():
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    ck = Checkpoint(model_config=ModelConfig(spatial_dims=2, in_channels=1, out_channels=2),
+                    train_config=TrainConfig(patch_size=(8, 8), threshold=0.3),
+                    mapping=LabelMapping((0, 7)), norms=(), spacing=None, state_dict={})
+    image = [np.zeros((12, 10), np.float32)]
+
+    def seg(**kw):
+        return run(segment(ck, image, (1.0, 1.0), model=_Binary(), device="cpu", **kw)).labels
+
+    assert (seg() == 7).all()  # p(fg) 0.4 above the model's 0.3, although argmax says 0
+    assert (seg(threshold=0.5) == 0).all()
+    assert (seg(decision="foreground") == 7).all()

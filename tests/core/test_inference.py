@@ -320,3 +320,172 @@ def test_windows_are_padded_as_the_training_sampler_pads(shape):
     sampler = PatchSampler([case], patch, spatial_dims=2, slice_axis=0, seed=0)
     x, _ = sampler.sample(4)
     assert float(x.min()) == -1.5 and bool((x == -1.5).any(dim=-1).all())
+
+
+# ------------------------------------------------------------------ segment (core/pipeline.py)
+class _Pointwise(nn.Module):
+    """Class 1 where the normalised intensity passes 0.5: a model without context, so a
+    region's windows give the same probabilities as the whole image's."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.spatial_dims = dims
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.zeros_like(x[:, :1]), 4 * (x[:, :1] - 0.5)], 1)
+
+
+class _Shapes(_Pointwise):
+    """A pointwise model that records the spatial shape of each window it sees."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__(dims)
+        self.seen: list[tuple[int, ...]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += [tuple(x.shape[2:])] * x.shape[0]
+        return super().forward(x)
+
+
+def _ckpt(dims, patch, *, spacing=None, slice_axis=2, out=2, values=(0, 3)):
+    from napari_medseg.core.checkpoint import Checkpoint
+    from napari_medseg.core.config import ModelConfig, TrainConfig
+    from napari_medseg.core.data import LabelMapping
+
+    mc = ModelConfig(spatial_dims=dims, in_channels=1, out_channels=out)
+    tc = TrainConfig(patch_size=patch, slice_axis=slice_axis, spacing=spacing)
+    return Checkpoint(mc, tc, LabelMapping(values), (), spacing, {})
+
+
+def _ramp_volume():
+    """Brightness rising along axis 0, a constant 'outside' on one side (crop and body)."""
+    rng = np.random.default_rng(0)
+    z = np.arange(16, dtype=np.float32)[:, None, None]
+    vol = z + rng.random((16, 24, 20)).astype(np.float32) * 4
+    vol[:, :9] = 0.0
+    return vol
+
+
+@pytest.mark.parametrize("dims, patch, spacing", [
+    (3, (8, 8, 8), (2.0, 1.0, 1.5)),  # resampled on every axis
+    (3, (8, 8, 8), None),
+    (2, (8, 8), (1.5, 1.0, 1.0)),     # a 2D model slicing along axis 0
+])
+def test_a_region_is_normalised_and_cropped_as_the_whole_image(dims, patch, spacing):
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    vol = _ramp_volume()
+    ck = _ckpt(dims, patch, spacing=spacing, slice_axis=0)
+    whole = run(segment(ck, [vol], (1.0, 1.0, 1.0), model=_Pointwise(dims), device="cpu"))
+    alone = run(segment(ck, [vol[12]], (1.0, 1.0), model=_Pointwise(2), device="cpu")) \
+        if dims == 2 else None
+    for ax, lo, hi in [(0, 12, 13), (0, 0, 1), (0, 2, 9), (1, 20, 21), (1, 0, 1), (2, 7, 8)]:
+        r = run(segment(ck, [vol], (1.0, 1.0, 1.0), model=_Pointwise(dims), device="cpu",
+                        region=(ax, lo, hi)))
+        want = np.take(whole.probabilities, np.arange(lo, hi), axis=1 + ax)
+        assert r.probabilities.shape == want.shape
+        np.testing.assert_allclose(r.probabilities, want, atol=1e-5)
+        np.testing.assert_array_equal(r.labels, np.take(whole.labels, np.arange(lo, hi), ax))
+        np.testing.assert_allclose(r.entropy, np.take(whole.entropy, np.arange(lo, hi), ax),
+                                   atol=1e-4)
+    assert (whole.labels[12] == 3).sum() > 0
+    if alone is not None:  # the slice normalised by itself, as the old preview did, differs
+        assert (alone.labels != whole.labels[12]).mean() > 0.2
+
+
+def test_a_region_runs_the_model_on_its_slab_only(monkeypatch):
+    import napari_medseg.core.inference as inference
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    shapes = []
+    real = inference.predict_volume
+
+    def spy(model, image, **kw):
+        shapes.append(tuple(image.shape[1:]))
+        return (yield from real(model, image, **kw))
+
+    monkeypatch.setattr(inference, "predict_volume", spy)
+    vol = np.concatenate([_ramp_volume()] * 2)  # 32 slices at 1 mm, 16 at the model's 2 mm
+    ck = _ckpt(3, (8, 8, 8), spacing=(2.0, 1.0, 1.0))
+    run(segment(ck, [vol], (1.0, 1.0, 1.0), model=_Pointwise(3), device="cpu",
+                region=(0, 16, 17)))
+    # native slice 16 is read from model slices 7 and 8; half a patch (4 model voxels, 8 mm)
+    # of context each side: model slices 3 to 12
+    assert shapes[-1] == (10, 19, 20)  # 19: the body crop
+    # a 2D model slicing along the region's axis: that slice alone
+    events = []
+    gen = segment(_ckpt(2, (8, 8), slice_axis=0), [vol], (1.0, 1.0, 1.0), model=_Pointwise(2),
+                  device="cpu", region=(0, 12, 13))
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration:
+            break
+    assert shapes[-1] == (1, 19, 20) and events[-1].total == 1
+    # a region outside the body crop: background, without running the model
+    n = len(shapes)
+    r = run(segment(_ckpt(3, (8, 8, 8)), [vol], (1.0, 1.0, 1.0), model=_Pointwise(3),
+                    device="cpu", region=(1, 0, 2)))
+    assert len(shapes) == n and (r.labels == 0).all() and r.labels.shape == (32, 2, 20)
+    np.testing.assert_allclose(r.probabilities[0], 1.0)
+
+
+@pytest.mark.parametrize("region", [(3, 0, 1), (0, 5, 5), (0, -1, 2), (0, 10, 17), (0, 1)])
+def test_a_region_outside_the_image_is_refused(region):
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    with pytest.raises(ValueError, match="region"):
+        run(segment(_ckpt(3, (8, 8, 8)), [_ramp_volume()], (1.0, 1.0, 1.0),
+                    model=_Pointwise(3), device="cpu", region=region))
+
+
+def test_model_spacing_moves_the_in_plane_values_to_a_new_slice_axis():
+    from napari_medseg.core.pipeline import model_spacing
+
+    # trained on X,Y,Z volumes at 0.5 x 0.7 mm in plane, 3 mm slices along axis 2
+    trained = (0.5, 0.7, 3.0)
+    same = model_spacing(trained, (0.9, 0.9, 4.0), model_dims=2, slice_axis=2)
+    assert same == (0.5, 0.7, 4.0)
+    # a Z,Y,X stack sliced along axis 0: in plane 0.5 and 0.7, the stack's own 2.5 mm slices
+    assert model_spacing(trained, (2.5, 0.4, 0.4), model_dims=2, slice_axis=0,
+                         trained_slice_axis=2) == (2.5, 0.5, 0.7)
+    assert model_spacing(trained, (0.4, 2.5, 0.4), model_dims=2, slice_axis=1,
+                         trained_slice_axis=2) == (0.5, 2.5, 0.7)
+    assert model_spacing((0.5, 0.7), (2.5, 0.4, 0.4), model_dims=2, slice_axis=0,
+                         trained_slice_axis=2) == (2.5, 0.5, 0.7)
+    # a 2D image: the in-plane values, whatever the training slice axis
+    assert model_spacing((3.0, 0.5, 0.7), (0.4, 0.4), model_dims=2, slice_axis=0) == (0.5, 0.7)
+    assert model_spacing(None, (1.0, 1.0, 1.0), model_dims=2, slice_axis=0) is None
+
+
+def test_segment_slices_along_a_chosen_axis_at_the_in_plane_training_spacing():
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import segment
+
+    net = _Shapes(2)
+    ck = _ckpt(2, (16, 16), spacing=(0.5, 0.5, 3.0), slice_axis=2)
+    vol = np.random.default_rng(1).random((8, 40, 30)).astype(np.float32)  # Z,Y,X
+    seg = run(segment(ck, [vol], (3.0, 0.5, 0.5), model=net, device="cpu", slice_axis=0))
+    assert set(net.seen) == {(16, 16)} and seg.labels.shape == vol.shape
+    # 8 slices of 40 x 30 at 0.5 mm: 3 x 2 windows of 16 at overlap 0.5 each, not 40 x 5
+    from napari_medseg.core.inference import tile_starts
+
+    assert len(net.seen) == 8 * len(tile_starts((40, 30), (16, 16), 0.5))
+
+
+def test_a_volume_thinner_than_half_a_model_voxel_keeps_one_voxel():
+    from napari_medseg.core.engine import run
+    from napari_medseg.core.pipeline import prepare_input, segment
+
+    vol = np.random.default_rng(2).random((20, 18, 1)).astype(np.float32)
+    prep = prepare_input([vol], (0.3, 0.3, 0.3), method="zscore",
+                         target_spacing=(1.0, 1.0, 1.0), crop_foreground=False)
+    assert prep.image.shape == (1, 6, 5, 1)
+    assert prep.spacing[2] == pytest.approx(0.3)
+    seg = run(segment(_ckpt(3, (8, 8, 8), spacing=(1.0, 1.0, 1.0)), [vol], (0.3, 0.3, 0.3),
+                      model=_Pointwise(3), device="cpu"))
+    assert seg.labels.shape == vol.shape

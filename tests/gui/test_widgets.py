@@ -116,7 +116,7 @@ def test_train_warm_start_predict_save_load(make_napari_viewer, qtbot, small, tm
     qtbot.waitUntil(lambda: len(p.last_layers) == 3 and p.predict_btn.isEnabled(), timeout=30000)
     lab, prob, unc = p.last_layers
     assert len(viewer.layers) == n_layers + 3
-    assert (lab.name, prob.name, unc.name) == ("T1 prediction", "T1 probability",
+    assert (lab.name, prob.name, unc.name) == ("T1 prediction", "T1 foreground probability",
                                                "T1 uncertainty")
     assert type(lab).__name__ == "Labels" and lab.data.shape == small.labels.shape
     assert set(np.unique(lab.data)) <= {0, 1, 2, 3, 4}

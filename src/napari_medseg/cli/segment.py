@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -217,13 +216,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.probabilities and not io.is_nifti(args.probabilities):
         raise CliError(f"--probabilities {args.probabilities}: write probabilities as NIfTI "
                        "(.nii.gz), one class per volume along the 4th axis.")
+    if args.slice_axis is not None and ckpt.model_config.spatial_dims == 3:
+        raise CliError(f"--slice-axis applies to 2D models on 3D volumes; {args.model} is a 3D "
+                       "model, which segments the volume whole: leave --slice-axis out.")
     vols = _read_channels(args.image)
     print(f"model: {ckpt.describe()}", flush=True)
+    for warning in _predict_option_warnings(args, num_classes=ckpt.model_config.out_channels,
+                                            model_rule=ckpt.train_config.decision,
+                                            image_dims=vols[0].data.ndim):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     if ckpt.model_config.spatial_dims == 2 and vols[0].data.ndim == 3:
         axis = ckpt.train_config.slice_axis if args.slice_axis is None else args.slice_axis
-        if args.slice_axis is not None:
-            ckpt = dataclasses.replace(ckpt, train_config=dataclasses.replace(
-                ckpt.train_config, slice_axis=args.slice_axis))
         print(f"2D model on a 3D volume: slices along axis {axis} "
               f"({vols[0].data.shape[axis]} slices)"
               + ("" if args.slice_axis is not None or io.is_nifti(vols[0].path) else
@@ -237,7 +240,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
                           channel_names=[str(v.path) for v in vols], tta=args.tta,
-                          decision=args.decision, threshold=args.threshold), show)
+                          decision=args.decision, threshold=args.threshold,
+                          slice_axis=args.slice_axis), show)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     ref = vols[0]
@@ -254,6 +258,31 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {args.probabilities} ({seg.probabilities.shape[0]} channel(s), class order "
               f"{list(ckpt.mapping.values) if seg.probabilities.shape[0] > 1 else ['foreground']})")
     return 0
+
+
+def _predict_option_warnings(args: argparse.Namespace, *, num_classes: int, model_rule: str,
+                             image_dims: int) -> list[str]:
+    """What ``predict``'s options would silently leave unused, for a model with
+    ``num_classes`` outputs trained with the decision ``model_rule``, on an image of
+    ``image_dims`` dimensions."""
+    from napari_medseg.core.decision import uses_threshold
+
+    out: list[str] = []
+    k = num_classes
+    if args.slice_axis is not None and image_dims == 2:
+        out.append(f"--slice-axis {args.slice_axis} is ignored: the image is 2D, a single "
+                   "slice (the option picks how a 2D model slices a 3D volume).")
+    if args.decision is not None and k <= 2:
+        out.append(f"--decision {args.decision} changes nothing: the model has one foreground "
+                   "class, and both rules label a voxel foreground where its probability "
+                   "passes the threshold (--threshold).")
+    rule = args.decision or model_rule
+    if args.threshold is not None and not uses_threshold(k, rule):
+        out.append(f"--threshold {args.threshold:g} is ignored: the model decides by argmax "
+                   f"among its {k - 1} foreground classes; add --decision foreground to label "
+                   "a voxel foreground where the foreground classes together pass the "
+                   "threshold.")
+    return out
 
 
 def _fmt_cell(v: float | None, width: int, digits: int = 3) -> str:

@@ -15,8 +15,12 @@ model is unsure *which* part a voxel belongs to, argmax splits the
 foreground probability between the parts and background can win with less
 than half of it: on BraTS ``pat0004`` that loses several thousand tumour
 voxels (whole-tumour Dice 0.885 with argmax, 0.901 foreground-first, same
-model; see ``benchmarks/fewlabel_brats.py``). Both rules give the same result
-with two classes.
+model; see ``benchmarks/fewlabel_brats.py``).
+
+A model with one foreground class -- a single sigmoid output, or a two-class
+softmax -- has a single foreground probability, and the threshold applies to
+it under either rule: both rules give the same result, at any threshold. With
+more classes, ``"argmax"`` ignores the threshold.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def check_threshold(threshold: float) -> float:
     return float(threshold)
 
 
+def uses_threshold(num_classes: int, rule: str) -> bool:
+    """Whether :func:`decide` reads ``threshold`` for a model with ``num_classes`` outputs."""
+    return num_classes <= 2 or check_rule(rule) == "foreground"
+
+
 def decide(probabilities: npt.ArrayLike, *, rule: str = "argmax", threshold: float = 0.5
            ) -> np.ndarray:
     """Class index per voxel from ``(K, *spatial)`` probabilities.
@@ -54,7 +63,8 @@ def decide(probabilities: npt.ArrayLike, *, rule: str = "argmax", threshold: flo
         See the module docstring.
     threshold : float
         Foreground probability above which a voxel is foreground, in (0, 1).
-        Used by the single-channel case and by ``"foreground"``.
+        Used by ``"foreground"`` and, under either rule, by models with one
+        foreground class (K == 1 or K == 2); ``"argmax"`` with K > 2 ignores it.
 
     Returns
     -------
@@ -73,6 +83,9 @@ def decide(probabilities: npt.ArrayLike, *, rule: str = "argmax", threshold: flo
         raise ValueError(f"Expected (K, *spatial) probabilities, got shape {p.shape}.")
     if p.shape[0] == 1:
         return (p[0] > threshold).astype(np.int64)
+    if p.shape[0] == 2:
+        # One foreground class: argmax would be "p1 > 0.5" and drop the model's threshold.
+        return (p[1] > threshold).astype(np.int64)
     if rule == "argmax":
         return p.argmax(axis=0).astype(np.int64)
     fg = (1.0 - p[0]) > threshold

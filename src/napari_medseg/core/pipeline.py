@@ -34,6 +34,12 @@ from napari_medseg.core.data import (
 )
 from napari_medseg.core.decision import check_rule, check_threshold, decide
 from napari_medseg.core.events import Progress
+from napari_medseg.core.inference.region import (
+    check_region,
+    interpolate_axis,
+    region_context,
+    region_slab,
+)
 
 #: Voxels kept around the body when cropping, so context reaches the border.
 CROP_MARGIN = 4
@@ -57,6 +63,9 @@ def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
                   names: Sequence[str] | None = None) -> PreparedInput:
     """Check, normalise, crop and resample one image (list of channel arrays).
 
+    Every axis keeps at least one voxel: an axis thinner than half a voxel of
+    ``target_spacing`` becomes one voxel as thick as the image.
+
     Raises
     ------
     ValueError
@@ -73,6 +82,10 @@ def prepare_input(channels: Sequence[np.ndarray], spacing: Sequence[float], *,
     work = apply_normalization(img[(slice(None), *crop)], norms)
     tsp = None if target_spacing is None else tuple(target_spacing)[:nd]
     factors = zoom_factors(spacing, tsp)
+    # An image thinner than half a model voxel (one thin slice for a 3D model) would zoom to
+    # no voxel at all: keep one, as thick as the image.
+    factors = tuple(f if round(n * f) >= 1 else 1.0 / n
+                    for f, n in zip(factors, work.shape[1:]))
     work = resample_image(work, factors)
     new_sp = tuple(s / f for s, f in zip(spacing, factors))
     cropped_shape = tuple(s.stop - s.start for s in crop)
@@ -217,8 +230,25 @@ class Segmentation:
     entropy: np.ndarray
 
 
+def trained_on_volumes(ckpt: Checkpoint) -> bool | None:
+    """Whether a 2D model learnt from slices of 3D volumes (its ``slice_axis`` then means
+    something), from 2D images (True / False), or None where the checkpoint does not say.
+
+    Read from ``ckpt.extra["image_dims"]`` when training recorded it, else from the
+    training spacing: 3 values come from volumes, 2 from images; the native grid says
+    nothing.
+    """
+    dims = ckpt.extra.get("image_dims")
+    if dims in (2, 3):
+        return dims == 3
+    if ckpt.spacing is not None:
+        return len(ckpt.spacing) == 3
+    return None
+
+
 def model_spacing(spacing: Sequence[float] | None, image_spacing: Sequence[float], *,
-                  model_dims: int, slice_axis: int) -> tuple[float, ...] | None:
+                  model_dims: int, slice_axis: int, trained_slice_axis: int | None = None
+                  ) -> tuple[float, ...] | None:
     """The spacing to resample an image to, for a model trained at ``spacing``.
 
     A 2D model never resamples along the slice axis of a 3D volume: it sees one
@@ -231,14 +261,19 @@ def model_spacing(spacing: Sequence[float] | None, image_spacing: Sequence[float
     ----------
     spacing : sequence of float or None
         The training spacing (``TrainConfig.spacing``; None: the native grid). For a
-        2D model on 3D volumes, 3 values (the slice axis's is ignored) or the 2
-        in-plane ones.
+        2D model on 3D volumes, 3 values (the training slice axis's is ignored) or the
+        2 in-plane ones.
     image_spacing : sequence of float
         The image's own spacing, one value per spatial axis.
     model_dims : int
         The model's ``spatial_dims``.
     slice_axis : int
-        The axis a 2D model's slices are taken along, in 3D volumes.
+        The axis a 2D model's slices are taken along in this image (3D volumes).
+    trained_slice_axis : int or None
+        The axis the model's slices were taken along in training, where a 3-value
+        ``spacing`` holds the slice thickness (None: ``slice_axis``). When it differs
+        from ``slice_axis``, the two in-plane training values go, in order, to the
+        in-plane axes of this image.
 
     Returns
     -------
@@ -247,21 +282,21 @@ def model_spacing(spacing: Sequence[float] | None, image_spacing: Sequence[float
     """
     if spacing is None:
         return None
+    trained = slice_axis if trained_slice_axis is None else trained_slice_axis
     sp = [float(s) for s in spacing]
     own = [float(s) for s in image_spacing]
-    if model_dims == 2 and len(own) == 3:
-        if len(sp) == 2:
-            sp.insert(slice_axis, own[slice_axis])
-        sp[slice_axis] = own[slice_axis]
-    elif len(own) == 2 and len(sp) == 3:
-        del sp[slice_axis]
+    if model_dims == 2 and len(sp) == 3 and len(own) in (2, 3):
+        del sp[trained]  # the training slice thickness: no in-plane size of this image
+    if model_dims == 2 and len(own) == 3 and len(sp) == 2:
+        sp.insert(slice_axis, own[slice_axis])
     return tuple(sp)  # a length that still differs is reported by prepare_input
 
 
 def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[float], *,
             model: torch.nn.Module | None = None, device: str | torch.device | None = None,
             batch_size: int = 4, channel_names: Sequence[str] | None = None,
-            tta: bool = False, decision: str | None = None, threshold: float | None = None
+            tta: bool = False, decision: str | None = None, threshold: float | None = None,
+            slice_axis: int | None = None, region: tuple[int, int, int] | None = None
             ) -> Generator[Progress, None, Segmentation]:
     """Segment an image with a trained checkpoint, yielding progress.
 
@@ -271,10 +306,54 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     the crop, and inside it the voxels that hold the image's constant
     "outside" value and are not enclosed by the body (see
     :func:`~napari_medseg.core.data.foreground_mask`) -- is background
-    (skull-stripped images are labelled inside the body). ``decision``
-    (``"argmax"`` or ``"foreground"``, see :mod:`napari_medseg.core.decision`)
-    overrides the rule the model was trained with (``TrainConfig.decision``), and
-    ``threshold`` its foreground threshold (``TrainConfig.threshold``).
+    (skull-stripped images are labelled inside the body).
+
+    Parameters
+    ----------
+    ckpt : Checkpoint
+        A segmentation model.
+    channels : sequence of np.ndarray
+        The image's channels, in the model's order, on one grid.
+    spacing : sequence of float
+        The image's voxel spacing (mm), one value per axis.
+    model : torch.nn.Module, optional
+        The network, if already built (default: ``ckpt.build_model()``).
+    device : str or torch.device, optional
+        Default: the model's training device setting.
+    batch_size : int
+        Windows per model call.
+    channel_names : sequence of str, optional
+        For error messages.
+    tta : bool
+        Mirroring test-time augmentation.
+    decision : {"argmax", "foreground"}, optional
+        Overrides the rule the model was trained with (``TrainConfig.decision``),
+        see :mod:`napari_medseg.core.decision`.
+    threshold : float, optional
+        Overrides the model's foreground threshold (``TrainConfig.threshold``).
+    slice_axis : int, optional
+        A 2D model on a 3D volume: the axis to slice along, instead of the model's
+        training axis (``TrainConfig.slice_axis``), e.g. 0 for a Z,Y,X stack. The
+        in-plane training spacing goes to the new in-plane axes. Ignored otherwise.
+    region : (axis, start, stop), optional
+        Only indices ``start:stop`` along ``axis`` of the input grid are wanted, e.g.
+        the slice a viewer shows. The whole image is still prepared (intensity
+        normalisation, body crop, resampling), so the result equals the whole
+        prediction's there, but the model runs only where those indices need it:
+        their own slices for a 2D model slicing along ``axis``, else a slab of one
+        patch (in model voxels) around them. The returned arrays then span
+        ``stop - start`` along ``axis``.
+
+    Returns
+    -------
+    Segmentation
+        On the input grid (or its ``region``).
+
+    Raises
+    ------
+    ValueError
+        A channel count or image dimension the model does not take, a bad option or
+        region, or an image :func:`prepare_input` refuses.
     """
     from napari_medseg.core.engine import pick_device
     from napari_medseg.core.inference import predict_volume
@@ -283,35 +362,69 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
     rule = check_rule(decision or tc.decision)
     thr = check_threshold(tc.threshold if threshold is None else threshold)
     if len(channels) != mc.in_channels:
-        raise ValueError(f"The model expects {mc.in_channels} channel(s)"
-                         f"{' (' + ', '.join(ckpt.channel_names) + ')' if ckpt.channel_names else ''}"
-                         f", got {len(channels)}; pass them in the training order.")
+        named = f" ({', '.join(ckpt.channel_names)})" if ckpt.channel_names else ""
+        raise ValueError(f"The model expects {mc.in_channels} channel(s){named}, got "
+                         f"{len(channels)}; pass them in the training order.")
     nd_img = np.ndim(channels[0])
     if mc.spatial_dims == 3 and nd_img != 3:
         raise ValueError(f"This is a 3D model; the image is {nd_img}D {np.shape(channels[0])}. "
                          "Use a 2D model for 2D images.")
+    axis_2d = tc.slice_axis if slice_axis is None else int(slice_axis)
+    if axis_2d not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2, got {slice_axis!r}.")
+    if region is not None:
+        region = check_region(region, np.shape(channels[0]))
     target_sp = model_spacing(ckpt.spacing, _spacing_of(channels, spacing),
-                              model_dims=mc.spatial_dims, slice_axis=tc.slice_axis)
+                              model_dims=mc.spatial_dims, slice_axis=axis_2d,
+                              trained_slice_axis=tc.slice_axis)
     prep = prepare_input(channels, spacing, method=tc.intensity_norm, target_spacing=target_sp,
                          crop_foreground=tc.crop_foreground, names=channel_names)
     dev = pick_device(device or tc.device)
     net = model if model is not None else ckpt.build_model()
     patch = tuple(tc.patch_size)
-    pred = yield from predict_volume(net, prep.image, spatial_dims=mc.spatial_dims, patch_size=patch,
-                                     overlap=tc.overlap, batch_size=batch_size,
-                                     slice_axis=tc.slice_axis, device=dev, tta=tta)
-    probs = np.asarray(pred.probabilities, np.float32)
-    probs = resample_to_shape(probs, prep.cropped_shape)
-    k = probs.shape[0]
-    full = np.zeros((k, *prep.full_shape), np.float32)
+
+    def run_model(image: np.ndarray) -> Generator[Progress, None, np.ndarray]:
+        pred = yield from predict_volume(net, image, spatial_dims=mc.spatial_dims,
+                                         patch_size=patch, overlap=tc.overlap,
+                                         batch_size=batch_size, slice_axis=axis_2d, device=dev,
+                                         tta=tta)
+        return np.asarray(pred.probabilities, np.float32)
+
+    crop, body, out_shape = prep.crop, prep.body, prep.full_shape
+    if region is None:
+        probs: np.ndarray | None = resample_to_shape((yield from run_model(prep.image)),
+                                                     prep.cropped_shape)
+    else:
+        ax, lo, hi = region
+        out_shape = tuple(hi - lo if i == ax else n for i, n in enumerate(prep.full_shape))
+        c = prep.crop[ax]
+        a, b = max(lo, c.start) - c.start, min(hi, c.stop) - c.start  # in the cropped grid
+        probs = None  # the region lies outside the body crop: all background
+        if a < b:
+            context = region_context(patch, mc.spatial_dims, nd_img, ax, axis_2d)
+            coords, slab = region_slab(prep.cropped_shape[ax], prep.image.shape[1 + ax], a, b,
+                                       context)
+            sub = yield from run_model(np.take(prep.image, np.arange(*slab), axis=1 + ax))
+            # Back to the input grid: along ``ax`` where the whole prediction's resampling
+            # reads the model grid, then the other axes as it resamples them.
+            sub = interpolate_axis(sub, 1 + ax, coords - slab[0])
+            probs = resample_to_shape(sub, tuple(b - a if i == ax else n for i, n in
+                                                 enumerate(prep.cropped_shape)))
+            crop = tuple(slice(a + c.start - lo, b + c.start - lo) if i == ax else sl
+                         for i, sl in enumerate(prep.crop))
+            if body is not None:
+                body = np.take(body, np.arange(a, b), axis=ax)
+    k = mc.out_channels if probs is None else probs.shape[0]
+    full = np.zeros((k, *out_shape), np.float32)
     if k > 1:
         full[0] = 1.0  # outside the crop: certainly background
-    if prep.body is not None:
-        outside = ~prep.body
-        probs[:, outside] = 0.0
-        if k > 1:
-            probs[0, outside] = 1.0
-    full[(slice(None), *prep.crop)] = probs
+    if probs is not None:
+        if body is not None:
+            outside = ~body
+            probs[:, outside] = 0.0
+            if k > 1:
+                probs[0, outside] = 1.0
+        full[(slice(None), *crop)] = probs
     classes = decide(full, rule=rule, threshold=thr)
     if k > 1:
         p = np.clip(full, 1e-7, 1.0)

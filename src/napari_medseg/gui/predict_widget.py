@@ -3,7 +3,9 @@
 Prediction runs in a worker thread with a progress bar and Cancel. The
 new layers never replace existing ones and sit exactly on the input (scale,
 translate, affine). "Displayed slice" predicts only the slice under the
-viewer's slider, for a fast preview.
+viewer's slider, for a fast preview: the image is prepared whole (intensity
+normalisation, body crop, resampling) so the preview shows what "whole volume"
+gives on that slice, and the model runs only on the windows the slice needs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from napari_medseg.gui.model_store import ModelLoading, StoredModel, store_for
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import InputError, MedsegWidget, device_combo
 
-WHOLE, SLICE = "whole volume", "displayed slice (preview)"
+WHOLE, SLICE, WHOLE_IMAGE = "whole volume", "displayed slice (preview)", "whole image"
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,18 @@ class PredictPlan:
     spacing: tuple[float, ...]
     like: L.LayerArray
     full_shape: tuple[int, ...]
-    axis: int | None = None  # preview: slice axis in the full volume
-    index: int | None = None  # preview: slice index
-    take: int | None = None  # preview on a slab: which slab slice is the displayed one
+    axis: int | None = None  # preview: the axis of the displayed slice
+    index: int | None = None  # preview: the displayed slice's index
     note: str = ""
     names: tuple[str, ...] = ()  # the layers, in channel order (named in error messages)
+    slice_axis: int | None = None  # a 2D model on a 3D volume: the axis it slices along
+
+    @property
+    def region(self) -> tuple[int, int, int] | None:
+        """What :func:`~napari_medseg.core.pipeline.segment` predicts: the displayed slice."""
+        if self.axis is None or self.index is None:
+            return None
+        return (self.axis, self.index, self.index + 1)
 
 
 class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
@@ -73,6 +82,9 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         ev.removed.connect(self._layers_changed)
         ev.reordered.connect(self._layers_changed)  # the list order is the channel order
         self._rename_watch = L.LayerNameWatch(self.viewer, self._layer_renamed)
+        self.channel_list.itemChanged.connect(lambda *_: self._refresh())
+        self.viewer.dims.events.order.connect(self._refresh)
+        self.viewer.dims.events.ndisplay.connect(self._refresh)
         self._models_changed()
         self._layers_changed()
 
@@ -92,6 +104,18 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         form.addRow(self.model_label)
         self.channel_list = CheckableLayerList(max_height=90)
         form.addRow("Channels", self.channel_list)
+        self.axis_label = QLabel("Slice axis")
+        self.axis_combo = QComboBox()
+        self.axis_combo.addItems([f"axis {a}" for a in range(3)])
+        self.axis_combo.setToolTip(
+            "A 2D model on a 3D layer predicts it slice by slice along this axis: the axis the "
+            "model was trained to slice along (for a model trained on volumes), or the axis "
+            "the viewer's slider moves along (for a model trained on 2D images).")
+        self._axis_chosen = False  # the user picked an axis: stop following the defaults
+        self._slicing = False  # a 2D model and a 3D input: the slice axis applies
+        self._axis_key: tuple[str, str | None] = ("", None)  # (model, input) of that choice
+        self.axis_combo.activated.connect(self._axis_activated)
+        form.addRow(self.axis_label, self.axis_combo)
         self.mode_combo = QComboBox()
         self.mode_combo.addItems([WHOLE, SLICE])
         form.addRow("Predict", self.mode_combo)
@@ -141,6 +165,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
                                  "No model: train one in the training widget, or Load… a file.")
         if m is not None:
             self._check_defaults(m)
+        self._refresh()
 
     def _check_defaults(self, m: StoredModel) -> None:
         """Check the layers named like the model's channels, else the first ones."""
@@ -164,6 +189,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         m = self.selected_model()
         if m is not None and not checked:
             self._check_defaults(m)
+        self._refresh()
 
     def checked_channels(self) -> list[str]:
         """The checked Image layers, in the list's order."""
@@ -173,6 +199,94 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         """Check these layers as input channels, in the model's channel order."""
         self.channel_list.check_only(names)
         self._order = list(names)
+        self._refresh()
+
+    # ------------------------------------------------------------ slice axis / mode
+    def _input_layer(self) -> Any | None:
+        """The first checked layer (its grid is the input's), or None."""
+        names = self.checked_channels()
+        if not names:
+            return None
+        try:
+            return L.get_layer(self.viewer, names[0])
+        except ValueError:  # gone meanwhile: the list refreshes on the same event
+            return None
+
+    def _axis_activated(self, *_: Any) -> None:
+        self._axis_chosen = True
+        self._refresh_mode()
+
+    def slice_axis(self) -> int | None:
+        """The axis a 2D model slices the checked 3D layer along; None for other cases."""
+        return self.axis_combo.currentIndex() if self._slicing else None
+
+    def _default_axis(self, m: StoredModel, layer: Any) -> int:
+        """The model's training axis if it learnt from volumes, else the viewer's slider's."""
+        from napari_medseg.core.pipeline import trained_on_volumes
+
+        tc = m.checkpoint.train_config
+        if trained_on_volumes(m.checkpoint):
+            return tc.slice_axis
+        shown = L.slider_axis(self.viewer, layer)
+        return tc.slice_axis if shown is None else shown
+
+    def _refresh(self, *_: Any) -> None:
+        """Show the slice axis where it applies, with its default, then the modes (on a new
+        model, input or view)."""
+        m, layer = self.selected_model(), self._input_layer()
+        key = (self.model_combo.currentText(), None if layer is None else layer.name)
+        if key != self._axis_key:  # another model or input: the slice axis's default again
+            self._axis_key, self._axis_chosen = key, False
+        slicing = (m is not None and layer is not None
+                   and m.checkpoint.model_config.spatial_dims == 2 and layer.ndim == 3)
+        self._slicing = slicing
+        self.axis_label.setVisible(slicing)
+        self.axis_combo.setVisible(slicing)
+        if slicing and not self._axis_chosen:
+            assert m is not None
+            self.axis_combo.setCurrentIndex(self._default_axis(m, layer))
+        self._refresh_mode()
+
+    def preview_problem(self, m: StoredModel | None = None) -> str | None:
+        """Why "displayed slice (preview)" cannot predict the slice the viewer shows, or None."""
+        m = m or self.selected_model()
+        layer = self._input_layer()
+        if m is None or layer is None or layer.ndim != 3:
+            return None
+        if self.viewer.dims.ndisplay != 2:
+            return ("The viewer shows 3D: there is no displayed slice to preview. Switch to 2D "
+                    "display, or predict the whole volume.")
+        shown = L.slider_axis(self.viewer, layer)
+        if shown is None:
+            return f"The viewer shows no slice of '{layer.name}'; predict the whole volume."
+        axis = self.slice_axis()
+        if m.checkpoint.model_config.spatial_dims == 2 and axis is not None and axis != shown:
+            return (f"The model slices along axis {axis}; the viewer's slider moves along axis "
+                    f"{shown}: choose slice axis {shown}, or roll the viewer's dims so that the "
+                    f"slider moves along axis {axis}.")
+        return None
+
+    def _refresh_mode(self) -> None:
+        """The prediction modes that mean something for this input, model and view."""
+        layer = self._input_layer()
+        flat = layer is not None and layer.ndim == 2
+        items = [WHOLE_IMAGE] if flat else [WHOLE, SLICE]
+        current = self.mode_combo.currentText()
+        self.mode_combo.blockSignals(True)
+        if [self.mode_combo.itemText(i) for i in range(self.mode_combo.count())] != items:
+            self.mode_combo.clear()
+            self.mode_combo.addItems(items)
+        self.mode_combo.setEnabled(not flat)
+        problem = None if flat else self.preview_problem()
+        if not flat:
+            item = self.mode_combo.model().item(1)
+            item.setEnabled(problem is None)
+            item.setToolTip(problem or "Predict only the slice the viewer shows; the image is "
+                            "normalised whole, as for the whole volume.")
+        keep = current in items and not (current == SLICE and problem is not None)
+        self.mode_combo.setCurrentText(current if keep else items[0])
+        self.mode_combo.setToolTip("A 2D image is predicted whole." if flat else (problem or ""))
+        self.mode_combo.blockSignals(False)
 
     # ------------------------------------------------------------ predict
     def plan(self, m: StoredModel, mode: str) -> PredictPlan:
@@ -203,32 +317,25 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         if n > 1 or (ck.channel_names and names != list(ck.channel_names)):
             # the order, or a stand-in for the channel the model learnt, is easy to miss
             note = describe_order(ck.channel_names, names)
+        axis_2d = None
         if dims == 2 and nd == 3:
+            axis_2d = self.slice_axis()
+            axis_2d = ck.train_config.slice_axis if axis_2d is None else axis_2d
             note += (f"{' ' if note else ''}2D model on a 3D volume: slice by slice along axis "
-                     f"{ck.train_config.slice_axis}.")
+                     f"{axis_2d}.")
         if mode != SLICE or nd == 2:
             return PredictPlan(arrays, like.spacing, like, like.shape, note=note,
-                               names=tuple(names))
+                               names=tuple(names), slice_axis=axis_2d)
         layer = L.get_layer(self.viewer, names[0])
-        if dims == 2:
-            axis = ck.train_config.slice_axis
-            idx = L.displayed_index(self.viewer, layer, axis)
-            sl = [a.take(idx, axis=axis) for a in arrays]
-            sp = tuple(s for i, s in enumerate(like.spacing) if i != axis)
-            shown = L.slider_axis(self.viewer, layer)
-            note = (f"Preview of slice {idx} along axis {axis}"
-                    + ("" if shown in (axis, None) else
-                       f" (the model's slice axis; the viewer shows axis {shown})") + ".")
-            return PredictPlan(sl, sp, like, like.shape, axis, idx, None, note, tuple(names))
+        problem = self.preview_problem(m)
+        if problem:
+            raise InputError(problem)
         axis = L.slider_axis(self.viewer, layer)
-        axis = 2 if axis is None else axis
+        assert axis is not None  # preview_problem says why otherwise
         idx = L.displayed_index(self.viewer, layer, axis)
-        half = max(1, ck.train_config.patch_size[axis] // 2)
-        lo, hi = max(0, idx - half), min(like.shape[axis], idx + half + 1)
-        sl = [np.take(a, np.arange(lo, hi), axis=axis) for a in arrays]
-        return PredictPlan(sl, like.spacing, like, like.shape, axis, idx, idx - lo,
-                           f"{note} Preview of slice {idx} along axis {axis}.".lstrip(),
-                           tuple(names))
+        note = f"{note} Preview of slice {idx} along axis {axis}.".lstrip()
+        return PredictPlan(arrays, like.spacing, like, like.shape, axis, idx, note,
+                           tuple(names), axis_2d)
 
     def predict(self, mode: str | None = None) -> bool:
         """Start a prediction in a worker; False (with a message in the widget) when refused."""
@@ -255,7 +362,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             from napari_medseg.core.pipeline import segment
 
             return segment(ck, plan.channels, plan.spacing, model=m.network(), device=device,
-                           tta=tta, channel_names=list(plan.names) or None)
+                           tta=tta, channel_names=list(plan.names) or None,
+                           slice_axis=plan.slice_axis, region=plan.region)
 
         self._open_pbar("predicting")
         job = self.runner.start(factory, on_event=self._on_event,
@@ -291,9 +399,10 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
 
     def _on_done(self, seg: Any, plan: PredictPlan, m: StoredModel) -> None:
         labels, probs, ent = seg.labels, seg.probabilities, seg.entropy
-        pmax = probs.max(axis=0) if probs.shape[0] > 1 else np.maximum(probs[0], 1 - probs[0])
+        # What the decision thresholds: P(not background), or a sigmoid's own output.
+        p_fg = 1.0 - probs[0] if probs.shape[0] > 1 else probs[0]
         if plan.axis is not None:
-            labels, pmax, ent = (self._embed(a, plan) for a in (labels, pmax, ent))
+            labels, p_fg, ent = (self._embed(a, plan) for a in (labels, p_fg, ent))
         suffix = "" if plan.axis is None else f" preview (axis {plan.axis}, slice {plan.index})"
         base = plan.like.name
         classes = {int(v): f"label {v}" for v in m.checkpoint.mapping.values}
@@ -302,8 +411,8 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         makers = [
             lambda: L.add_array(self.viewer, labels, plan.like, f"{base} prediction{suffix}",
                                 kind="labels", opacity=0.5, metadata=meta),
-            lambda: L.add_array(self.viewer, pmax.astype(np.float32), plan.like,
-                                f"{base} probability{suffix}", colormap="viridis",
+            lambda: L.add_array(self.viewer, p_fg.astype(np.float32), plan.like,
+                                f"{base} foreground probability{suffix}", colormap="viridis",
                                 contrast_limits=(0.0, 1.0), visible=False,
                                 metadata={"model": m.name}),
             lambda: L.add_array(self.viewer, ent.astype(np.float32), plan.like,
@@ -314,12 +423,13 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         # One layer per event-loop turn: adding a layer costs napari 0.3-0.9 s on software GL,
         # three at once froze the viewer for up to ~1 s (benchmarks/gui_latency.py).
         self.adding = True
-        self._add_layers(makers, [], labels)
+        self._add_layers(makers, [], labels, plan.note)
 
     def _shutting_down(self) -> None:
         self._shut = True
 
-    def _add_layers(self, makers: list[Any], done: list[Any], labels: np.ndarray) -> None:
+    def _add_layers(self, makers: list[Any], done: list[Any], labels: np.ndarray,
+                    note: str = "") -> None:
         from qtpy.QtCore import QTimer
 
         if self._shut:  # the viewer closed between two layers: nothing to add them to
@@ -332,20 +442,20 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
             self._say(f"Could not add the result layers: {exc}", error=True)
             return
         if makers:
-            QTimer.singleShot(0, lambda: self._add_layers(makers, done, labels))
+            QTimer.singleShot(0, lambda: self._add_layers(makers, done, labels, note))
             return
         self.adding = False
         self.last_layers = done
         vals = sorted(int(v) for v in np.unique(labels))
-        self._say(f"Added '{done[0].name}' (label values {vals}), its probability and "
-                  "uncertainty (entropy) layers.")
+        # The note (channel order, slice axis, previewed slice) stays: it says what was done.
+        self._say((note + " " if note else "") + f"Added '{done[0].name}' (label values "
+                  f"{vals}), its foreground probability and uncertainty (entropy) layers.")
         self.viewer.layers.selection.active = done[0]
 
     @staticmethod
     def _embed(arr: np.ndarray, plan: PredictPlan) -> np.ndarray:
-        """Paste a predicted slice (or the displayed slice of a slab) into a full-size volume."""
-        if plan.take is not None:
-            arr = np.take(arr, plan.take, axis=plan.axis)
+        """Paste the predicted slice (the region, one slice thick) into a full-size volume."""
+        arr = np.take(arr, 0, axis=plan.axis)
         full = np.zeros(plan.full_shape, arr.dtype)
         idx: list[Any] = [slice(None)] * len(plan.full_shape)
         idx[plan.axis] = plan.index  # type: ignore[index]
