@@ -47,6 +47,11 @@ def test_events_and_result(tmp_path):
     assert res.steps == 10 and not res.stopped and len(res.history) == 2
     ck = load_checkpoint(tmp_path / "m.pt")
     assert ck.history and ck.mapping.values == (0, 1)
+    # whether a 2D model learnt from volumes, where its slice axis means something
+    from napari_medseg.core.pipeline import trained_on_volumes
+
+    assert ck.extra["image_dims"] == _cases()[0].image.ndim - 1
+    assert trained_on_volumes(ck) is (ck.extra["image_dims"] == 3)
 
 
 def test_learns_an_easy_task():

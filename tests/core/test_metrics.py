@@ -414,3 +414,11 @@ def test_evaluate_segmentation_2d_default_labels():
 def test_to_jsonable_converts_numpy_and_nonfinite():
     out = to_jsonable({1: np.float32(0.5), "a": [np.int64(3), -math.inf, None, (1, 2)]})
     assert out == {"1": 0.5, "a": [3, "-inf", None, [1, 2]]}
+
+
+def test_surface_metrics_of_empty_arrays_follow_the_empty_policy():
+    # Dropping length-1 axes must not drop length-0 ones (a reshape then failed).
+    for shape in ((0, 5), (3, 0, 4)):
+        z = np.zeros(shape, bool)
+        assert hausdorff95(z, z, spacing=(1.0,) * len(shape)) is None
+        assert normalized_surface_dice(z, z, spacing=(1.0,) * len(shape)) is None

@@ -131,6 +131,10 @@ def test_a_2d_model_slices_along_the_chosen_axis(make_napari_viewer, qtbot, monk
     # a model trained on volumes (3 spacing values): its own training axis
     p.store.add(_stored(_Pointwise(2), 2, name="vol", spacing=(0.5, 0.5, 3.0), slice_axis=2))
     assert p.model_combo.currentText() == "vol" and p.slice_axis() == 2
+    # one whose checkpoint does not say (native grid, no image_dims: `train --dims 2`'s
+    # default) keeps its training axis too -- the slider's axis 0 would cut sagittal slices
+    p.store.add(_stored(_Pointwise(2), 2, name="native", spacing=None, slice_axis=2))
+    assert p.model_combo.currentText() == "native" and p.slice_axis() == 2
     # a 3D model: no slice axis
     p.store.add(_stored(_Pointwise(3), 3, name="3d"))
     assert not p.axis_combo.isVisibleTo(p) and p.slice_axis() is None

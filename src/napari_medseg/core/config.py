@@ -183,7 +183,8 @@ class TrainConfig(_JsonMixin):
         sub-regions.
     threshold : float
         Foreground probability above which a voxel is foreground, in (0, 1): for
-        ``decision="foreground"`` and for single-output (BCE) models. Below 0.5 outlines
+        ``decision="foreground"`` and for models with one foreground class (a single
+        BCE output or a two-class softmax) under either decision. Below 0.5 outlines
         more generously (Dice rewards that where boundaries are uncertain: for calibrated
         probabilities the Dice-optimal threshold is about half the attainable Dice).
     raters : {"soft", "sample", "majority"}

@@ -277,7 +277,9 @@ def fit(
         return Checkpoint(model_config=mc, train_config=tc, mapping=mapping, norms=tuple(norms),
                           spacing=tc.spacing, state_dict=state, history=list(history),
                           channel_names=list(channel_names), fingerprints=list(fingerprints),
-                          extra={"raters": rater_info})
+                          extra={"raters": rater_info,
+                                 # a 2D model's slice axis means something only for volumes
+                                 "image_dims": int(train_cases[0].image.ndim - 1)})
 
     res = yield from train_loop(
         model=model, optimiser=opt, schedule=tc, train_step=train_step, validate=validate_epoch,

@@ -302,6 +302,9 @@ LABEL_NAME_WORDS = ("label", "labels", "labelmap", "seg", "dseg", "mask", "masks
                     "aparc", "parc", "atlas", "annot")
 #: Token endings that also mark one: ``brainmask`` (BraTS), ``wmparc`` (FreeSurfer).
 LABEL_NAME_ENDINGS = ("mask", "seg", "parc")
+#: Word beginnings that also mark one: ``segmentation``, ``parcellation``, ``Parcels``,
+#: ``atlases``, ``labeled``, ``annotations`` (``masked`` and ``unlabelled`` do not).
+LABEL_NAME_STARTS = ("segment", "parcel", "atlas", "labeled", "labelled", "annot")
 #: How many distinct values a file named like a label map may hold and still open as labels.
 MAX_NAMED_LABEL_VALUES = 1000
 
@@ -310,12 +313,13 @@ def named_like_labels(path: str | os.PathLike[str] | None) -> bool:
     """Whether a file's name says it holds a label map.
 
     A word of the stem, a run of letters (``sub-01_desc-brain_mask2d`` -> ``sub``,
-    ``desc``, ``brain``, ``mask``, ``d``), is one of :data:`LABEL_NAME_WORDS` or ends
-    in one of :data:`LABEL_NAME_ENDINGS`. Substrings elsewhere in a word do not count:
-    ``masked``, ``segmentation_input`` and ``unlabelled`` name images.
+    ``desc``, ``brain``, ``mask``, ``d``), is one of :data:`LABEL_NAME_WORDS`, ends in
+    one of :data:`LABEL_NAME_ENDINGS` or begins with one of :data:`LABEL_NAME_STARTS`.
+    Other substrings do not count: ``masked`` and ``unlabelled`` name images.
     """
     words = re.findall(r"[a-z]+", file_stem(path or "").lower())
-    return any(w in LABEL_NAME_WORDS or w.endswith(LABEL_NAME_ENDINGS) for w in words)
+    return any(w in LABEL_NAME_WORDS or w.endswith(LABEL_NAME_ENDINGS)
+               or w.startswith(LABEL_NAME_STARTS) for w in words)
 
 
 def label_value_limit(vol: Volume) -> int:

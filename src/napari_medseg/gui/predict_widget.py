@@ -225,7 +225,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         from napari_medseg.core.pipeline import trained_on_volumes
 
         tc = m.checkpoint.train_config
-        if trained_on_volumes(m.checkpoint):
+        if trained_on_volumes(m.checkpoint) is not False:  # volumes, or it does not say
             return tc.slice_axis
         shown = L.slider_axis(self.viewer, layer)
         return tc.slice_axis if shown is None else shown

@@ -68,7 +68,7 @@ def _surface_distances(
     # A length-1 axis (a 2D slice stored X x Y x 1) is not a direction the surface can
     # face: eroding across it would make every voxel "surface". It adds nothing to any
     # distance, so it is dropped.
-    keep = [ax for ax, n in enumerate(p.shape) if n > 1] or [0]
+    keep = [ax for ax, n in enumerate(p.shape) if n != 1] or [0]
     if len(keep) < p.ndim:
         p, t = p.reshape([p.shape[ax] for ax in keep]), t.reshape([t.shape[ax] for ax in keep])
         spacing = tuple(spacing[ax] for ax in keep)
