@@ -85,3 +85,17 @@ def test_describe_is_task_aware(tmp_path):
     c.history = []
     assert c.describe().endswith("self-supervised (Noise2Void) on noisy images, loss mse")
     assert "label values [0, 1, 2, 4]" in _ckpt().describe()  # segmentation: unchanged
+
+
+def test_describe_names_a_threshold_only_where_the_decision_reads_it():
+    """A 4-class argmax model was described as 'foreground above 0.3', a threshold its
+    decision never reads."""
+    from dataclasses import replace
+
+    c = _ckpt()  # 4 classes
+    argmax = replace(c, train_config=replace(c.train_config, threshold=0.3))
+    assert "foreground above" not in argmax.describe()
+    fg = replace(c, train_config=replace(c.train_config, threshold=0.3, decision="foreground"))
+    assert "foreground above 0.3" in fg.describe()
+    binary = replace(argmax, model_config=replace(c.model_config, out_channels=2))
+    assert "foreground above 0.3" in binary.describe()

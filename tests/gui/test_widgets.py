@@ -279,6 +279,7 @@ def test_auto_spacing_trains_and_says_so(make_napari_viewer, qtbot, small):
     w.spacing_edit.setText(" Auto ")
     w.patch_edit.setText("8 8 8")
     w.batch_spin.setValue(2)
+    w.decision_combo.setCurrentText("foreground")  # where the threshold is read (4 classes)
     w.threshold_spin.setValue(0.35)
     assert w.start_training(), w.status.text()
     assert "at 2x2x2 mm (auto)" in w.status.text(), w.status.text()

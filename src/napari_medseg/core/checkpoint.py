@@ -16,6 +16,7 @@ import torch
 
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import ChannelNorm, LabelMapping, norms_from_dicts
+from napari_medseg.core.decision import uses_threshold
 from napari_medseg.core.io import atomic_write
 
 FORMAT = "napari-medseg-checkpoint"
@@ -90,7 +91,9 @@ class Checkpoint:
             return f"{mc.spatial_dims}D {mc.arch} {self.task} model, {chans}"
         tc = self.train_config
         sp = replace(tc, spacing=self.spacing).spacing_text()
-        thr = f", foreground above {tc.threshold:g}" if tc.threshold != 0.5 else ""
+        # argmax among several foreground classes reads no threshold: do not claim one
+        used = uses_threshold(mc.out_channels, tc.decision)
+        thr = f", foreground above {tc.threshold:g}" if used and tc.threshold != 0.5 else ""
         return (f"{mc.spatial_dims}D {mc.arch}, {chans}, "
                 f"label values {list(self.mapping.values)}, trained at {sp}{thr}")
 
