@@ -171,3 +171,34 @@ def test_2d_images_report_areas_and_say_pixels_are_taken_as_mm(tmp_path, capsys)
     assert res["area_mm2"]["1"] == {"pred": 600.0, "ref": 800.0}
     assert res["volume_difference"]["1"]["diff_mm2"] == -200.0
     assert float(_rows(table)[0]["diff_mm2"]) == -200.0
+
+
+def test_spacing_gives_rasters_a_pixel_size(tmp_path, capsys):
+    """PNG/TIFF carry no pixel size: --spacing gives distances and areas in mm."""
+    ref = np.zeros((40, 50), np.uint8)
+    ref[5:25, 10:50] = 1
+    pred = np.zeros_like(ref)
+    pred[5:25, 13:50] = 1  # 3 px short on one side
+    p, r = tmp_path / "pred.png", tmp_path / "ref.png"
+    io.write_volume(p, pred)
+    io.write_volume(r, ref)
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--pred", str(p), "--ref", str(r), "--spacing", "0.5",
+                     "--json", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "carry no pixel size" not in cap.err
+    res = json.loads(out.read_text())
+    assert res["spacing_mm"] == [0.5, 0.5]
+    assert res["area_mm2"]["1"]["ref"] == 800 * 0.25
+    assert res["hd95_mm"]["1"] == pytest.approx(
+        evaluate_segmentation(pred, ref, spacing=(0.5, 0.5))["hd95_mm"]["1"])
+    assert res["hd95_mm"]["1"] == pytest.approx(1.5)  # 3 px at 0.5 mm
+    assert cli.main(["evaluate", "--pred", str(p), "--ref", str(r), "--spacing", "1", "2",
+                     "3"]) == 2
+    assert "--spacing takes one value or 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["evaluate", "--pred", str(p), "--ref", str(r), "--spacing", "0"])
+    assert exc.value.code == 2
+    assert cli.main(["evaluate", "--task", "restore", "--pred", str(p), "--ref", str(r),
+                     "--spacing", "1"]) == 2
+    assert "restoration metrics" in capsys.readouterr().err

@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the reference's max - min)")
     e.add_argument("--json", metavar="OUT.json")
     e.add_argument("--tolerance", type=float, default=1.0, help="NSD tolerance in mm")
+    e.add_argument("--spacing", type=_positive, nargs="+", metavar="MM", help="pixel/voxel "
+                   "size in mm (one value, or one per axis) for distances and sizes, instead of "
+                   "the reference file's (PNG/TIFF carry none: 1 mm is assumed without this)")
     e.add_argument("--labels", type=int, nargs="+", metavar="V", help="label values to report "
                    "even when neither file holds them (reported as absent), besides those "
                    "present")

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -291,11 +292,31 @@ def _fmt_cell(v: float | None, width: int, digits: int = 3) -> str:
     return f"{v:{width}.{digits}f}"
 
 
+def _evaluate_spacing(args: argparse.Namespace, ref: Any) -> tuple[float, ...]:
+    """``--spacing`` (one value for every axis, or one per axis), else the reference's;
+    says so when a PNG/TIFF reference leaves the pixel size unknown."""
+    nd = ref.data.ndim
+    if args.spacing:
+        if len(args.spacing) not in (1, nd):
+            raise CliError(f"--spacing takes one value or {nd} (one per axis of {ref.path}, "
+                           f"shape {ref.data.shape}); got {len(args.spacing)}.")
+        return tuple(float(s) for s in (args.spacing * nd if len(args.spacing) == 1
+                                         else args.spacing))
+    if not io.is_nifti(ref.path):
+        print(f"note: {Path(ref.path).suffix.lstrip('.').upper()} files carry no pixel size: "
+              "a pixel is taken as 1 mm, so distances and sizes are in pixels; pass --spacing "
+              "to give it", file=sys.stderr)
+    return tuple(ref.spacing)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.task == "restore":
         if args.labels or args.model:
             raise CliError("--labels and --model name label values of a segmentation; leave "
                            "them out with --task restore.")
+        if args.spacing:
+            raise CliError("--spacing sets the voxel size of segmentation distances and "
+                           "volumes; restoration metrics (PSNR, SSIM) do not use it.")
         return cmd_evaluate_restore(args)
     if args.data_range is not None:
         raise CliError("--data-range is for --task restore (PSNR/SSIM).")
@@ -312,7 +333,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
 
     pred, ref = _read_pred_ref(args, "predict")
-    if not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
+    if not args.spacing and not np.allclose(pred.spacing, ref.spacing, rtol=1e-3):
         print(f"warning: spacings differ ({pred.spacing} vs {ref.spacing}); using the "
               "reference's", file=sys.stderr)
     axis = _evaluate_axis(args, ref)
@@ -341,17 +362,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             named |= set(ckpt.mapping.values)
         present = set(np.unique(p).tolist()) | set(np.unique(r).tolist())
         wanted = sorted((named | present) - {0})
-    res = evaluate_segmentation(p, r, spacing=ref.spacing, labels=wanted,
+    spacing = _evaluate_spacing(args, ref)
+    res = evaluate_segmentation(p, r, spacing=spacing, labels=wanted,
                                 tolerance_mm=args.tolerance)
     labels = [int(k) for k in res["dice"]]
     sd = per_slice_dice(p, r, axis=axis, labels=labels) if axis is not None else None
-    vd = sd.volume_difference(ref.spacing) if sd is not None else \
-        volume_difference(p, r, spacing=ref.spacing, labels=labels)
+    vd = sd.volume_difference(spacing) if sd is not None else \
+        volume_difference(p, r, spacing=spacing, labels=labels)
     unit = size_unit(p.ndim)
-    if not io.is_nifti(ref.path):
-        print(f"note: {Path(ref.path).suffix.lstrip('.').upper()} files carry no pixel size: "
-              "a pixel is taken as 1 mm, so distances and sizes are in pixels",
-              file=sys.stderr)
     print(f"{'label':>6} {'dice':>7} {'hd95_mm':>9} {'nsd':>7} {'pred_' + unit:>10} "
           f"{'ref_' + unit:>10} {'diff_' + unit:>10}")
     if not res["dice"]:
@@ -383,7 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         res = dict(res)
         res["pred"], res["ref"] = str(args.pred), str(args.ref)
-        res["spacing_mm"] = list(ref.spacing)
+        res["spacing_mm"] = list(spacing)
         res["volume_difference"] = {str(k): v for k, v in vd.items()}
         if sd is not None:
             res["per_slice"] = {"axis": axis, "dice": {
