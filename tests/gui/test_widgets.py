@@ -250,6 +250,25 @@ def test_loss_decision_and_spacing_reach_the_training_config(make_napari_viewer,
     assert w._configs(inp0, continue_from=None)[1].spacing is None
 
 
+def test_threshold_box_is_live_only_where_the_decision_reads_it(make_napari_viewer, small):
+    """Argmax among several foreground classes ignores the threshold: the box was live and
+    its value was kept in the model as if it mattered."""
+    viewer = _viewer(make_napari_viewer, small)
+    w = _train_widget(viewer)
+    w.refresh_stats()
+    assert w.decision_combo.currentText() == "argmax"
+    assert not w.threshold_spin.isEnabled()  # tissue: 4 foreground classes
+    assert "Not used" in w.threshold_spin.toolTip()
+    w.decision_combo.setCurrentText("foreground")
+    assert w.threshold_spin.isEnabled() and "Not used" not in w.threshold_spin.toolTip()
+    w.decision_combo.setCurrentText("argmax")
+    viewer.add_labels((small.labels == 4).astype(np.int32), name="lesion",
+                      scale=small.spacing, translate=TRANSLATE)
+    w.labels_combo.setCurrentText("lesion")
+    w.refresh_stats()
+    assert w.threshold_spin.isEnabled()  # one foreground class: the threshold decides
+
+
 def test_auto_spacing_and_threshold_reach_the_training_config(make_napari_viewer, small):
     w = _train_widget(_viewer(make_napari_viewer, small))
     inp = w.collect_inputs()

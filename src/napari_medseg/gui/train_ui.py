@@ -148,6 +148,9 @@ class TrainControls(MedsegWidget):
             "(the 'foreground' decision, and models with one foreground class). Lower "
             "outlines uncertain boundaries more generously. Kept in the model.")
         f2.addRow("Foreground above", self.threshold_spin)
+        self._threshold_tip = self.threshold_spin.toolTip()
+        self._fg_classes: int | None = None  # foreground classes labelled so far
+        self.decision_combo.currentIndexChanged.connect(lambda *_: self._threshold_state())
         self.norm_combo = QComboBox()
         self.norm_combo.addItems(["percentile", "zscore", "none"])
         self.norm_combo.setToolTip("Per-channel intensity normalisation inside the body: z-score "
@@ -302,11 +305,24 @@ class TrainControls(MedsegWidget):
             self.stats_label.setText(str(exc))
             return None
         st = label_stats(target, self._axis(lab.ndim))
+        self._fg_classes = sum(1 for k, n in st.voxels.items() if k > 0 and n > 0)
+        self._threshold_state()
         text = st.text(self._class_names())
         if not self.background_check.isChecked():
             text += painted_axis_hint(lab, self._axis(lab.ndim))
         self.stats_label.setText(text)
         return st
+
+    def _threshold_state(self) -> None:
+        """The threshold box is live only where the decision reads it: argmax among
+        several foreground classes takes the most probable class, whatever the box says."""
+        n, rule = self._fg_classes, self.decision_combo.currentText()
+        unused = rule == "argmax" and n is not None and n > 1
+        self.threshold_spin.setEnabled(not unused)
+        self.threshold_spin.setToolTip(
+            f"Not used: argmax among {n} foreground classes takes the most probable one; "
+            "choose the 'foreground' decision to threshold the foreground as a whole."
+            if unused else self._threshold_tip)
 
     def _settings_from_data(self) -> None:
         """Defaults derived from the data: 2D/3D, patch, batch."""
