@@ -525,6 +525,8 @@ def test_2d_layers_show_areas_not_volumes(make_napari_viewer, qtbot, tmp_path):
     viewer.add_labels(ref.copy(), name="reference", scale=(0.5, 0.5))
     viewer.add_labels(pred.copy(), name="prediction", scale=(0.5, 0.5))
     w = _widget(viewer, qtbot)
+    # no per-slice panel: it was docked empty ("no slices") for a 2D pair
+    assert w.plot_dock is None or not w.plot_dock.isVisible()
     heads = [w.table.horizontalHeaderItem(c).text() for c in range(w.table.columnCount())]
     assert "Area pred mm²" in heads and "ΔA mm²" in heads and not any("ml" in h for h in heads)
     vd = M.volume_difference(pred, ref, spacing=(0.5, 0.5))

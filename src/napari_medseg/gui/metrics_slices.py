@@ -53,7 +53,14 @@ class SlicesAndExportMixin:
                                  title=f"PSNR per slice (axis {self.restore.axis})")
             self.plot.set_worst(int(np.argmin(self.restore.per_slice["psnr"])))
         else:
-            self.plot.clear("no slices: a 2D image, or the viewer shows 3D")
+            pair = self.inputs()
+            if pair is not None and pair[1].ndim == 2:
+                # A 2D image has no slices: no empty panel taking room from the canvas.
+                if is_docked(self.plot, self.plot_dock):
+                    self.plot_dock.setVisible(False)
+                self._on_step()
+                return
+            self.plot.clear("no slices: the viewer shows 3D; switch to 2D display")
         self._ensure_plot_docked()
         self._on_step()
 
