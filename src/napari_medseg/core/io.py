@@ -11,7 +11,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,15 +169,14 @@ def _nifti_array(img: Any) -> np.ndarray:
         # The type must hold the raw values, raw * slope, the intercept and the result.
         ends = [rmin, rmax, rmin * slope, rmax * slope, inter, rmin * slope + inter,
                 rmax * slope + inter]
-        lo, hi = min(ends), max(ends)
-        for t in (np.int16, np.int32, np.int64):
-            if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
-                out = raw.astype(t)
-                if slope != 1:
-                    out *= t(slope)
-                if inter != 0:
-                    out += t(inter)
-                return out
+        t = smallest_int_type(min(ends), max(ends), (np.int16, np.int32, np.int64))
+        if t is not None:
+            out = raw.astype(t)
+            if slope != 1:
+                out *= t(slope)
+            if inter != 0:
+                out += t(inter)
+            return out
     return np.asarray(img.get_fdata(dtype=np.float32))
 
 
@@ -358,9 +357,9 @@ def as_label_array(data: np.ndarray, *, path: str | os.PathLike[str] | None = No
         return arr.astype(np.int32, copy=False)
     # Python numbers compare exactly: a uint64 or float extreme against int64's bounds.
     lo, hi = _as_number(arr.min()), _as_number(arr.max())
-    for t in (np.int32, np.int64):
-        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
-            return arr.astype(t, copy=False)
+    t = smallest_int_type(lo, hi, (np.int32, np.int64))
+    if t is not None:
+        return arr.astype(t, copy=False)
     raise ValueError(f"{path or 'the label map'}: label values span {lo}..{hi}, beyond the "
                      "64-bit signed range napari's Labels hold; renumber the labels (e.g. "
                      "skimage.segmentation.relabel_sequential) and open it again.")
@@ -504,10 +503,15 @@ def _narrow_wide_integers(arr: np.ndarray) -> np.ndarray:
     if arr.dtype not in (np.int64, np.uint64):
         return arr
     lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
-    for t in (np.int32, np.uint32):
-        if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max:
-            return arr.astype(t)
-    return arr
+    t = smallest_int_type(lo, hi, (np.int32, np.uint32))
+    return arr if t is None else arr.astype(t)
+
+
+def smallest_int_type(lo: float, hi: float, candidates: Sequence[type]) -> Any:
+    """The first of ``candidates`` (numpy integer types) whose range holds ``lo..hi``,
+    or None. Pass Python numbers: they compare exactly with 64-bit ranges."""
+    return next((t for t in candidates
+                 if int(np.iinfo(t).min) <= lo and hi <= int(np.iinfo(t).max)), None)
 
 
 def _same_affine(header: Any, affine: np.ndarray) -> bool:

@@ -179,9 +179,9 @@ def _label_file_array(arr: np.ndarray, path: str) -> np.ndarray:
         raise ValueError(f"{path}: a label map holds whole numbers; this layer has fractions "
                          "or NaN. Round it, or save it as an image.")
     lo, hi = int(arr.min()), int(arr.max())  # Python ints compare exactly with uint64's range
-    for t in _LABEL_FILE_TYPES:
-        if int(np.iinfo(t).min) <= lo and hi <= int(np.iinfo(t).max):
-            return arr.astype(t)
+    t = io.smallest_int_type(lo, hi, _LABEL_FILE_TYPES)
+    if t is not None:
+        return arr.astype(t)
     raise ValueError(f"{path}: label values span {lo}..{hi}, more than one 64-bit integer "
                      "type holds; renumber the labels (e.g. "
                      "skimage.segmentation.relabel_sequential) and save again.")
