@@ -7,6 +7,8 @@ resampled to no voxels, and options that did nothing without a word.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -134,3 +136,68 @@ def test_slice_axis_on_a_2d_image_is_warned_about(tmp_path, capsys):
     assert _predict("--model", model, "--image", img, "--out", tmp_path / "o.png",
                     "--slice-axis", 0) == 0
     assert "warning: --slice-axis 0 is ignored: the image is 2D" in capsys.readouterr().err
+
+
+def test_largest_component_leaves_one_region_and_only_with_the_option(tmp_path, capsys):
+    from scipy import ndimage as ndi
+
+    model = _model(tmp_path / "m.pt", threshold=0.3)
+    # two bright cubes apart on a zero background (outside the body: background), which
+    # this untrained model marks foreground at threshold 0.3
+    data = np.zeros((24, 24, 16), np.float32)
+    data[2:7, 2:7, 2:7] = 1
+    data[15:22, 15:22, 8:14] = 1
+    img = tmp_path / "img.nii.gz"
+    io.write_nifti(img, data, np.eye(4))
+    plain, pruned = tmp_path / "plain.nii.gz", tmp_path / "pruned.nii.gz"
+    assert _predict("--model", model, "--image", img, "--out", plain) == 0
+    assert _predict("--model", model, "--image", img, "--out", pruned,
+                    "--largest-component") == 0
+    out = capsys.readouterr().out
+    a, b = io.read_volume(plain).data, io.read_volume(pruned).data
+    full = np.ones((3, 3, 3))
+    n_plain = ndi.label(a > 0, structure=full)[1]
+    assert n_plain > 1, "the fixture must predict several regions for this test to mean much"
+    regions, n = ndi.label(b > 0, structure=full)
+    assert n == 1
+    # the kept region is the plain prediction's largest, untouched; nothing else survives
+    lab_a = ndi.label(a > 0, structure=full)[0]
+    largest = np.argmax(np.bincount(lab_a.ravel())[1:]) + 1
+    np.testing.assert_array_equal(b, np.where(lab_a == largest, a, 0))
+    assert f"largest component kept: {n_plain - 1} other region(s)" in out
+
+
+def test_several_models_decide_on_their_mean_probability(tmp_path, capsys):
+    a = _model(tmp_path / "a.pt")
+    torch.manual_seed(1)
+    b_path = tmp_path / "b.pt"
+    from napari_medseg.core.checkpoint import load_checkpoint, save_checkpoint
+    from napari_medseg.core.models import build_model
+
+    ck = load_checkpoint(a)
+    save_checkpoint(b_path, replace(ck, state_dict=build_model(ck.model_config).state_dict()))
+    img = _image(tmp_path / "img.nii.gz")
+    probs = []
+    for m in (a, b_path):
+        assert _predict("--model", m, "--image", img, "--out", tmp_path / "o.nii.gz",
+                        "--probabilities", tmp_path / "p.nii.gz") == 0
+        probs.append(io.read_volume(tmp_path / "p.nii.gz").data)
+    assert not np.allclose(probs[0], probs[1])  # two different models
+    assert _predict("--model", a, b_path, "--image", img, "--out", tmp_path / "e.nii.gz",
+                    "--probabilities", tmp_path / "pe.nii.gz") == 0
+    out = capsys.readouterr().out
+    assert "ensemble of 2 models" in out and "model 2:" in out
+    mean = (probs[0] + probs[1]) / 2
+    np.testing.assert_allclose(io.read_volume(tmp_path / "pe.nii.gz").data, mean, atol=1e-5)
+    lab = io.read_volume(tmp_path / "e.nii.gz").data
+    np.testing.assert_array_equal(lab, (mean[..., 1] > 0.5).astype(lab.dtype))
+
+
+def test_models_of_different_labels_are_not_averaged(tmp_path, capsys):
+    a = _model(tmp_path / "a.pt", classes=2)
+    b = _model(tmp_path / "b.pt", classes=3)
+    img = _image(tmp_path / "img.nii.gz")
+    assert _predict("--model", a, b, "--image", img, "--out", tmp_path / "e.nii.gz") == 2
+    err = capsys.readouterr().err
+    assert "Model 2 predicts label values [0, 1, 2], model 1 [0, 1]" in err
+    assert not (tmp_path / "e.nii.gz").exists()

@@ -220,3 +220,25 @@ def test_the_probability_layer_is_the_foreground_probability(make_napari_viewer,
     assert (lab.data == label).all()
     np.testing.assert_allclose(prob.data, p_fg, atol=1e-5)
     assert "foreground probability" in p.status.text()
+
+
+def test_keep_the_largest_region_on_whole_predictions_only(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    vol = np.zeros((16, 20, 20), np.float32)
+    vol[2:5, 2:5, 2:5] = 1      # 27 voxels
+    vol[8:14, 10:16, 10:16] = 1  # 216 voxels: the one kept
+    viewer.add_image(vol, name="img")
+    p = _widget(viewer, _stored(_Pointwise(3), 3, crop_foreground=False,
+                                 intensity_norm="none"))
+    plain = _run(p, qtbot, WHOLE)[0].data.copy()
+    assert plain.sum() == 27 + 216
+    p.largest_check.setChecked(True)
+    kept = _run(p, qtbot, WHOLE)[0].data
+    expected = (vol > 0).astype(kept.dtype)
+    expected[:8] = 0
+    np.testing.assert_array_equal(kept, expected)
+    assert "Largest region kept: 1 other region(s), 27 voxel(s) set to background" in p.status.text()
+    viewer.dims.set_point(0, 3)
+    prev = _run(p, qtbot, SLICE)[0].data
+    assert prev[3].sum() == 9  # the small cube's slice: a preview is not cleaned up
+    assert "applies to whole predictions, not to a preview" in p.status.text()

@@ -1,7 +1,8 @@
 """Command line: ``napari-medseg demo | train | predict | restore | evaluate | raters``.
 
 A thin argparse front over the core, one module per command family
-(:mod:`~napari_medseg.cli.segment`, :mod:`~napari_medseg.cli.restore`,
+(:mod:`~napari_medseg.cli.segment`, :mod:`~napari_medseg.cli.predict`,
+:mod:`~napari_medseg.cli.restore`,
 :mod:`~napari_medseg.cli.raters`, :mod:`~napari_medseg.cli.demo`; the parser and
 :func:`main` in :mod:`~napari_medseg.cli.parser`). It prints the engine's events; it never
 imports napari or Qt (the demo's viewer is started through
@@ -26,10 +27,10 @@ from napari_medseg.cli.restore import (  # noqa: E402
     cmd_restore,
     cmd_train_restore,
 )
+from napari_medseg.cli.predict import cmd_predict  # noqa: E402
 from napari_medseg.cli.segment import (  # noqa: E402
     SEG_LOSS_NAMES,
     cmd_evaluate,
-    cmd_predict,
     cmd_train,
 )
 

@@ -17,7 +17,8 @@ from napari_medseg.cli.common import CliError, check_outputs
 from napari_medseg.cli.demo import cmd_demo
 from napari_medseg.cli.raters import cmd_raters
 from napari_medseg.cli.restore import cmd_restore
-from napari_medseg.cli.segment import cmd_evaluate, cmd_predict, cmd_train
+from napari_medseg.cli.predict import cmd_predict
+from napari_medseg.cli.segment import cmd_evaluate, cmd_train
 from napari_medseg.core.config import RATER_MODES
 
 
@@ -143,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")
-    r.add_argument("--model", required=True, metavar="MODEL.pt")
+    r.add_argument("--model", nargs="+", required=True, metavar="MODEL.pt", help="a trained "
+                   "model; several (same labels and channels) make an ensemble: labels from "
+                   "the mean of their probabilities")
     r.add_argument("--image", nargs="+", required=True, metavar="C")
     r.add_argument("--out", required=True, metavar="LABELS.nii.gz")
     r.add_argument("--probabilities", metavar="P.nii.gz")
@@ -160,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--slice-axis", type=int, choices=(0, 1, 2), help="a 2D model on a 3D "
                    "volume: slice along this axis instead of the model's (its training axis; "
                    "2 by default, axial in NIfTI); TIFF stacks are stored Z,Y,X: use 0")
+    r.add_argument("--largest-component", action="store_true", help="keep only the largest "
+                   "connected region of foreground (all labels together) and set the rest to "
+                   "background: for a structure known to be one piece (a single tumour, one "
+                   "organ); it deletes all but one of several lesions. The probabilities are "
+                   "left as predicted")
     r.set_defaults(func=cmd_predict)
 
     e = sub.add_parser("evaluate", help="Dice, HD95 and NSD of a prediction against a reference "

@@ -1,4 +1,6 @@
-"""Segmentation commands: ``train`` (``--task segment``), ``predict`` and ``evaluate``.
+"""Segmentation commands: ``train`` (``--task segment``) and ``evaluate``.
+
+``predict`` lives in :mod:`napari_medseg.cli.predict`.
 
 ``train --task restore`` and ``evaluate --task restore`` hand over to
 :mod:`napari_medseg.cli.restore`.
@@ -19,11 +21,9 @@ import numpy as np
 
 from napari_medseg.cli.common import (
     CliError,
-    all_or_nothing,
     _evaluate_axis,
     _load_model,
     _print_event,
-    _progress_printer,
     _read_channels,
     _read_pred_ref,
 )
@@ -202,88 +202,6 @@ def _spacing_and_patch(args: argparse.Namespace, vols: Sequence[Sequence[io.Volu
                               cap=PATCH_3D if dims == 3 else PATCH_2D, multiple=PATCH_MULTIPLE)
         chosen.append(f"patch {'x'.join(map(str, patch))}")
     return spacing, patch
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from napari_medseg.core.engine import run
-    from napari_medseg.core.pipeline import segment
-
-    ckpt = _load_model(args.model, "segment",
-                       "use `napari-medseg restore --model ... --image ... --out ...` for "
-                       "restoration models.")
-    # Refuse bad output names before the work, not after it.
-    if not (io.is_nifti(args.out) or str(args.out).lower().endswith(io.RASTER_SUFFIXES)):
-        raise CliError(f"--out {args.out}: unsupported output type; use .nii.gz, .png or .tif.")
-    if args.probabilities and not io.is_nifti(args.probabilities):
-        raise CliError(f"--probabilities {args.probabilities}: write probabilities as NIfTI "
-                       "(.nii.gz), one class per volume along the 4th axis.")
-    if args.slice_axis is not None and ckpt.model_config.spatial_dims == 3:
-        raise CliError(f"--slice-axis applies to 2D models on 3D volumes; {args.model} is a 3D "
-                       "model, which segments the volume whole: leave --slice-axis out.")
-    vols = _read_channels(args.image)
-    print(f"model: {ckpt.describe()}", flush=True)
-    for warning in _predict_option_warnings(args, num_classes=ckpt.model_config.out_channels,
-                                            model_rule=ckpt.train_config.decision,
-                                            image_dims=vols[0].data.ndim):
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
-    if ckpt.model_config.spatial_dims == 2 and vols[0].data.ndim == 3:
-        axis = ckpt.train_config.slice_axis if args.slice_axis is None else args.slice_axis
-        print(f"2D model on a 3D volume: slices along axis {axis} "
-              f"({vols[0].data.shape[axis]} slices)"
-              + ("" if args.slice_axis is not None or io.is_nifti(vols[0].path) else
-                 "; TIFF/PNG stacks are stored Z,Y,X: --slice-axis 0 slices along Z"),
-              flush=True)
-    if args.tta:
-        print(f"test-time augmentation: the mean of {2 ** ckpt.model_config.spatial_dims} "
-              "mirrorings (--no-tta: one pass)", flush=True)
-    t0 = time.perf_counter()
-    show = _progress_printer()
-    try:
-        seg = run(segment(ckpt, [v.data for v in vols], vols[0].spacing, device=args.device,
-                          channel_names=[str(v.path) for v in vols], tta=args.tta,
-                          decision=args.decision, threshold=args.threshold,
-                          slice_axis=args.slice_axis), show)
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
-    ref = vols[0]
-    with all_or_nothing([args.out, args.probabilities]) as tmp:  # never half an output set
-        io.write_volume(tmp[args.out], seg.labels, ref.affine, header=ref.header)
-        if args.probabilities:
-            probs = np.moveaxis(seg.probabilities, 0, -1)  # NIfTI: channels last (4th axis)
-            if probs.ndim == 3:  # a 2D image: classes go on the 4th axis, not the 3rd
-                probs = probs[:, :, None, :]
-            io.write_nifti(tmp[args.probabilities], probs, ref.affine)
-    print(f"wrote {args.out} (values {sorted(np.unique(seg.labels).tolist())}, "
-          f"{time.perf_counter() - t0:.1f}s)")
-    if args.probabilities:
-        print(f"wrote {args.probabilities} ({seg.probabilities.shape[0]} channel(s), class order "
-              f"{list(ckpt.mapping.values) if seg.probabilities.shape[0] > 1 else ['foreground']})")
-    return 0
-
-
-def _predict_option_warnings(args: argparse.Namespace, *, num_classes: int, model_rule: str,
-                             image_dims: int) -> list[str]:
-    """What ``predict``'s options would silently leave unused, for a model with
-    ``num_classes`` outputs trained with the decision ``model_rule``, on an image of
-    ``image_dims`` dimensions."""
-    from napari_medseg.core.decision import uses_threshold
-
-    out: list[str] = []
-    k = num_classes
-    if args.slice_axis is not None and image_dims == 2:
-        out.append(f"--slice-axis {args.slice_axis} is ignored: the image is 2D, a single "
-                   "slice (the option picks how a 2D model slices a 3D volume).")
-    if args.decision is not None and k <= 2:
-        out.append(f"--decision {args.decision} changes nothing: the model has one foreground "
-                   "class, and both rules label a voxel foreground where its probability "
-                   "passes the threshold (--threshold).")
-    rule = args.decision or model_rule
-    if args.threshold is not None and not uses_threshold(k, rule):
-        out.append(f"--threshold {args.threshold:g} is ignored: the model decides by argmax "
-                   f"among its {k - 1} foreground classes; add --decision foreground to label "
-                   "a voxel foreground where the foreground classes together pass the "
-                   "threshold.")
-    return out
 
 
 def _fmt_cell(v: float | None, width: int, digits: int = 3) -> str:

@@ -425,11 +425,19 @@ def segment(ckpt: Checkpoint, channels: Sequence[np.ndarray], spacing: Sequence[
             if k > 1:
                 probs[0, outside] = 1.0
         full[(slice(None), *crop)] = probs
-    classes = decide(full, rule=rule, threshold=thr)
-    if k > 1:
-        p = np.clip(full, 1e-7, 1.0)
+    return labelled(full, ckpt.mapping, rule=rule, threshold=thr)
+
+
+def labelled(probabilities: np.ndarray, mapping: LabelMapping, *, rule: str,
+             threshold: float) -> Segmentation:
+    """A :class:`Segmentation` from ``(K, *spatial)`` probabilities: label values by the
+    decision ``rule`` (see :mod:`~napari_medseg.core.decision`), and the predictive
+    entropy."""
+    classes = decide(probabilities, rule=rule, threshold=threshold)
+    if probabilities.shape[0] > 1:
+        p = np.clip(probabilities, 1e-7, 1.0)
         entropy = -(p * np.log(p)).sum(axis=0)
     else:
-        p = np.clip(full[0], 1e-7, 1 - 1e-7)
+        p = np.clip(probabilities[0], 1e-7, 1 - 1e-7)
         entropy = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    return Segmentation(ckpt.mapping.to_values(classes), full, entropy.astype(np.float32))
+    return Segmentation(mapping.to_values(classes), probabilities, entropy.astype(np.float32))

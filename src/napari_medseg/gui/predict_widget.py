@@ -11,7 +11,7 @@ gives on that slice, and the model runs only on the windows the slice needs.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,18 @@ class PredictPlan:
         if self.axis is None or self.index is None:
             return None
         return (self.axis, self.index, self.index + 1)
+
+
+def _keep_largest(job: Any, notes: list[str]) -> Any:
+    """Run the prediction generator ``job``, then keep its largest foreground region (in the
+    worker: it takes about a second on a brain volume); what it removed goes to ``notes``."""
+    from napari_medseg.core.postprocess import keep_largest_component
+
+    seg = yield from job
+    pruned = keep_largest_component(seg.labels)
+    notes.append(f"Largest region kept: {pruned.regions} other region(s), "
+                 f"{pruned.voxels} voxel(s) set to background.")
+    return replace(seg, labels=pruned.labels)
 
 
 class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
@@ -125,6 +137,13 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         self.tta_check.setToolTip("The mean of the predictions of every mirroring of the input "
                                   "(4 in 2D, 8 in 3D). Untick for a quick look.")
         form.addRow(self.tta_check)
+        self.largest_check = QCheckBox("keep the largest connected region only")
+        self.largest_check.setToolTip(
+            "Set every foreground region but the largest to background (all labels together; "
+            "for one tumour or organ: it deletes all but one of several lesions). Whole "
+            "predictions only: a slice of one region can look like several. Probabilities stay "
+            "as predicted.")
+        form.addRow(self.largest_check)
         self.device_combo = device_combo()
         form.addRow("Device", self.device_combo)
         lay.addLayout(form)
@@ -357,17 +376,25 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         ck = m.checkpoint
         device = self.device_combo.currentText()
         tta = self.tta_check.isChecked()
+        largest = self.largest_check.isChecked() and plan.region is None
+        if self.largest_check.isChecked() and not largest:
+            plan = replace(plan, note=f"{plan.note} The largest-region clean-up applies to "
+                           "whole predictions, not to a preview.".lstrip())
 
         def factory(should_stop: Any) -> Any:
             from napari_medseg.core.pipeline import segment
 
-            return segment(ck, plan.channels, plan.spacing, model=m.network(), device=device,
-                           tta=tta, channel_names=list(plan.names) or None,
-                           slice_axis=plan.slice_axis, region=plan.region)
+            job = segment(ck, plan.channels, plan.spacing, model=m.network(), device=device,
+                          tta=tta, channel_names=list(plan.names) or None,
+                          slice_axis=plan.slice_axis, region=plan.region)
+            return _keep_largest(job, notes) if largest else job
 
+        notes: list[str] = []  # filled in the worker, read when it is done
         self._open_pbar("predicting")
         job = self.runner.start(factory, on_event=self._on_event,
-                                on_done=lambda seg: self._on_done(seg, plan, m),
+                                on_done=lambda seg: self._on_done(
+                                    seg, replace(plan, note=" ".join([plan.note, *notes]).strip()),
+                                    m),
                                 on_error=lambda e: self._say(f"Prediction failed: {e}",
                                                              error=True),
                                 on_cancelled=lambda: self._say("Prediction cancelled."),
