@@ -237,7 +237,8 @@ def test_keep_the_largest_region_on_whole_predictions_only(make_napari_viewer, q
     expected = (vol > 0).astype(kept.dtype)
     expected[:8] = 0
     np.testing.assert_array_equal(kept, expected)
-    assert "Largest region kept: 1 other region(s), 27 voxel(s) set to background" in p.status.text()
+    assert ("Largest region kept: 1 other region(s), 27 voxel(s) set to background"
+            in p.status.text())
     viewer.dims.set_point(0, 3)
     prev = _run(p, qtbot, SLICE)[0].data
     assert prev[3].sum() == 9  # the small cube's slice: a preview is not cleaned up
