@@ -73,7 +73,8 @@ def segment_ensemble(ckpts: Sequence[Checkpoint], channels: Sequence[np.ndarray]
     Yields
     ------
     Progress
-        Over all models together (``stage`` names the model: "predict (model 2/3)").
+        Over all models together, in thousandths of the whole (``stage`` names the
+        model: "predict (model 2/3)").
 
     Returns
     -------
@@ -111,8 +112,9 @@ def segment_ensemble(ckpts: Sequence[Checkpoint], channels: Sequence[np.ndarray]
                     # the models still to come, as long as this one takes in all
                     per_model = (time.perf_counter() - t0) / ev.fraction
                     eta = ev.eta_s + (n - i - 1) * per_model
-                # each model is an equal share of the work
-                yield Progress(i * ev.total + ev.done, n * ev.total,
+                # each model an equal share, counted in thousandths: the models' window
+                # counts differ where their spacings or patches do
+                yield Progress(round(1000 * (i + ev.fraction)), 1000 * n,
                                f"{ev.stage} (model {i + 1}/{n})".lstrip(), eta)
         except StopIteration as stop:
             seg: Segmentation = stop.value
