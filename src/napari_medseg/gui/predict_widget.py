@@ -380,6 +380,7 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
         if self.largest_check.isChecked() and not largest:
             plan = replace(plan, note=f"{plan.note} The largest-region clean-up applies to "
                            "whole predictions, not to a preview.".lstrip())
+        notes: list[str] = []  # filled in the worker, read when it is done
 
         def factory(should_stop: Any) -> Any:
             from napari_medseg.core.pipeline import segment
@@ -389,7 +390,6 @@ class PredictWidget(ModelLoading, ProgressBarOwner, MedsegWidget):
                           slice_axis=plan.slice_axis, region=plan.region)
             return _keep_largest(job, notes) if largest else job
 
-        notes: list[str] = []  # filled in the worker, read when it is done
         self._open_pbar("predicting")
         job = self.runner.start(factory, on_event=self._on_event,
                                 on_done=lambda seg: self._on_done(
