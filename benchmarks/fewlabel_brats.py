@@ -470,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--decision", default=d.decision, choices=("argmax", "foreground"))
     g.add_argument("--threshold", type=float, default=d.threshold,
                    help="foreground threshold of the foreground-first decision")
-    g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "none"))
+    g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "median_iqr",
+                                                       "none"))
     g.add_argument("--no-tta", dest="tta", action="store_false",
                    help="predict without mirroring test-time augmentation")
     g.add_argument("--largest-component", action=argparse.BooleanOptionalAction,

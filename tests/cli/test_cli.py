@@ -174,17 +174,18 @@ def test_foreground_loss_and_decision_travel_with_the_model(tmp_path, nifti_case
     assert ((am > 0) & (fg == 0)).sum() == 0
 
 
-def test_norm_none_travels_with_the_model(tmp_path, nifti_case, capsys):
-    """--norm none: the model records it, so predict prepares images the same way."""
+@pytest.mark.parametrize("norm", ["none", "median_iqr"])
+def test_norm_travels_with_the_model(norm, tmp_path, nifti_case, capsys):
+    """--norm: the model records it, so predict prepares images the same way."""
     from napari_medseg.core.checkpoint import load_checkpoint
 
     model = tmp_path / "m.pt"
     rc = cli.main(["train", "--image", str(nifti_case["t1"]), "--label",
                    str(nifti_case["labels"]), "--out", str(model), "--dims", "2", "--epochs", "1",
                    "--steps-per-epoch", "3", "--patch", "32", "--width", "8", "--depth", "3",
-                   "--norm", "none"])
+                   "--norm", norm])
     assert rc == 0, capsys.readouterr().err
-    assert load_checkpoint(model).train_config.intensity_norm == "none"
+    assert load_checkpoint(model).train_config.intensity_norm == norm
     out = tmp_path / "pred.nii.gz"
     assert cli.main(["predict", "--model", str(model), "--image", str(nifti_case["t1"]),
                      "--out", str(out)]) == 0

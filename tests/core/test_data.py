@@ -90,8 +90,46 @@ def test_no_normalisation_keeps_values():
     np.testing.assert_array_equal(apply_normalization(img, norms), img)
 
 
+def test_median_iqr_by_hand():
+    # 1..100 inside the mask: quartiles 25.75 and 75.25, median 50.5 (numpy's linear rule).
+    img = np.zeros((1, 20, 20), np.float32)
+    img[0, 5:15, 5:15] = np.arange(1, 101, dtype=np.float32).reshape(10, 10)
+    (n,) = fit_normalization(img, "median_iqr")
+    assert n.mean == pytest.approx(50.5)
+    assert n.std == pytest.approx((75.25 - 25.75) / 1.3489795)
+    assert (n.lo, n.hi) == pytest.approx(tuple(np.percentile(np.arange(1, 101), [0.5, 99.5])))
+
+
+def test_median_iqr_keeps_lesion_contrast_as_the_lesion_grows():
+    # Normal tissue N(0, 1) with a bright lesion (value 4) taking 2% or 12% of the voxels:
+    # the lesion's normalised contrast against normal tissue should depend little on its size.
+    rng = np.random.default_rng(0)
+    contrast = {}
+    for method in ("percentile", "median_iqr"):
+        for share in (0.02, 0.12):
+            v = rng.normal(0, 1, 20_000).astype(np.float32)
+            lesion = np.zeros(v.size, bool)
+            lesion[: int(share * v.size)] = True
+            v[lesion] = 4 + rng.normal(0, 0.2, lesion.sum())
+            out = apply_normalization(v[None], fit_normalization(v[None], method))[0]
+            contrast[method, share] = float(np.median(out[lesion]) - np.median(out[~lesion]))
+    pct = contrast["percentile", 0.02] / contrast["percentile", 0.12]
+    iqr = contrast["median_iqr", 0.02] / contrast["median_iqr", 0.12]
+    # Here 1.42 vs 1.17: the quartiles move too, but less than half as much.
+    assert pct > 1.3
+    assert iqr - 1 < 0.5 * (pct - 1)
+    assert contrast["median_iqr", 0.02] == pytest.approx(4, abs=0.3)
+
+
+def test_median_iqr_falls_back_when_most_voxels_share_a_value():
+    img = np.zeros((1, 10, 10), np.float32)
+    img[0, :2] = np.arange(1, 21).reshape(2, 10)  # 80% of the image is one value
+    (n,) = fit_normalization(img, "median_iqr", mask=np.ones((10, 10), bool))
+    assert n.std > 0 and np.isfinite(n.std)
+
+
 def test_unknown_normalisation_names_the_choices():
-    with pytest.raises(ValueError, match="'percentile', 'zscore' or 'none'"):
+    with pytest.raises(ValueError, match="'percentile', 'zscore', 'median_iqr' or 'none'"):
         fit_normalization(np.ones((1, 4, 4), np.float32), "minmax")
 
 

@@ -218,8 +218,9 @@ def test_intensity_setting_reaches_the_training_config(make_napari_viewer, small
     w = _train_widget(_viewer(make_napari_viewer, small))
     inp = w.collect_inputs()
     assert w._configs(inp, continue_from=None)[1].intensity_norm == "percentile"
-    w.norm_combo.setCurrentText("none")
-    assert w._configs(inp, continue_from=None)[1].intensity_norm == "none"
+    for norm in ("none", "median_iqr"):
+        w.norm_combo.setCurrentText(norm)
+        assert w._configs(inp, continue_from=None)[1].intensity_norm == norm
 
 
 def test_loss_decision_and_spacing_reach_the_training_config(make_napari_viewer, small):

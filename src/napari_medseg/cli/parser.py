@@ -19,7 +19,7 @@ from napari_medseg.cli.raters import cmd_raters
 from napari_medseg.cli.restore import cmd_restore
 from napari_medseg.cli.predict import cmd_predict
 from napari_medseg.cli.segment import cmd_evaluate, cmd_train
-from napari_medseg.core.config import RATER_MODES
+from napari_medseg.core.config import INTENSITY_NORMS, RATER_MODES
 
 
 def _number(kind: type, ok: Callable[[float], bool], want: str) -> Callable[[str], Any]:
@@ -137,10 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threshold", type=float, default=0.5, help="segment: foreground "
                    "probability above which a voxel is foreground (decision foreground, and "
                    "bce), in (0, 1), kept in the model; lower outlines more generously")
-    t.add_argument("--norm", choices=("percentile", "zscore", "none"), default="percentile",
+    t.add_argument("--norm", choices=INTENSITY_NORMS, default="percentile",
                    help="segment: per-channel intensity normalisation inside the body (kept in "
                    "the model): z-score after clipping to the 0.5-99.5th percentiles, plain "
-                   "z-score, or none for images already normalised alike")
+                   "z-score, median/IQR after the same clipping (a large bright lesion "
+                   "compresses its own contrast less), or none for images already normalised "
+                   "alike")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")

@@ -15,7 +15,7 @@ ARCHS = ("unet", "encdec", "fcn")
 NORMS = ("instance", "batch", "group", "none")
 UPSAMPLES = ("interp", "transpose")
 SEG_LOSSES = ("dice_ce", "dice_ce_fg", "dice", "ce", "bce")
-INTENSITY_NORMS = ("percentile", "zscore", "none")
+INTENSITY_NORMS = ("percentile", "zscore", "median_iqr", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 RATER_MODES = ("soft", "sample", "majority")
 DECISIONS = ("argmax", "foreground")  # core.decision.RULES
@@ -157,7 +157,7 @@ class TrainConfig(_JsonMixin):
         Fraction of patches centred on a labelled foreground voxel.
     augment : bool
         Flips, intensity scale/shift, gamma, small rotations.
-    intensity_norm : {"percentile", "zscore", "none"}
+    intensity_norm : {"percentile", "zscore", "median_iqr", "none"}
         Per-channel normalisation (see :func:`~napari_medseg.core.data.fit_normalization`);
         ``"none"`` keeps the values, for images that are already normalised.
     slice_axis : int

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_medseg.core.config import INTENSITY_NORMS
 from napari_medseg.gui import layers as L
 from napari_medseg.gui.layer_list import CheckableLayerList
 from napari_medseg.gui.model_store import StoredModel
@@ -152,10 +153,12 @@ class TrainControls(MedsegWidget):
         self._fg_classes: int | None = None  # foreground classes labelled so far
         self.decision_combo.currentIndexChanged.connect(lambda *_: self._threshold_state())
         self.norm_combo = QComboBox()
-        self.norm_combo.addItems(["percentile", "zscore", "none"])
+        self.norm_combo.addItems(list(INTENSITY_NORMS))
         self.norm_combo.setToolTip("Per-channel intensity normalisation inside the body: z-score "
                                    "after clipping to the 0.5-99.5th percentiles, plain z-score, "
-                                   "or none (images already normalised alike).")
+                                   "median/IQR after the same clipping (a large bright lesion "
+                                   "compresses its own contrast less), or none (images already "
+                                   "normalised alike).")
         f2.addRow("Intensities", self.norm_combo)
         row, self.limit_spin, self.limit_combo = limit_row()
         f2.addRow("Train for", row)
