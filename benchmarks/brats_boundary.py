@@ -45,7 +45,7 @@ def through_grid(vol: Volume, spacing: float, how: str) -> float:
     from napari_medseg.core.config import TrainConfig
     from napari_medseg.core.data import LabelMapping, resample_to_shape
     from napari_medseg.core.metrics import dice
-    from napari_medseg.core.pipeline import prepare_case
+    from napari_medseg.core.prepare import prepare_case
 
     mapping = LabelMapping.from_labels([vol.labels])
     case, prep = prepare_case(vol.channels, vol.labels, vol.spacing, mapping=mapping,
@@ -65,7 +65,7 @@ def through_grid(vol: Volume, spacing: float, how: str) -> float:
 
 def normalised_flair(vol: Volume) -> dict[str, np.ndarray]:
     """FLAIR as the provider gave it, after our normalisation, after MONAI's."""
-    from napari_medseg.core.pipeline import prepare_input
+    from napari_medseg.core.prepare import prepare_input
 
     flair = vol.channels[0]
     prep = prepare_input(vol.channels, vol.spacing, method="percentile", target_spacing=None,

@@ -6,7 +6,7 @@ the Dice of each tumour class (1 necrosis, 2 oedema, 3 non-enhancing, 4
 enhancing) and their mean, for the same training budget on the CPU.
 
 * **ours** goes through the project's public pipeline:
-  :func:`~napari_medseg.core.pipeline.prepare_case` (crop to the brain, found
+  :func:`~napari_medseg.core.prepare.prepare_case` (crop to the brain, found
   as the voxels differing from the constant value these z-scored volumes hold
   outside it; percentile normalisation inside the brain; resampling to 2 mm:
   a 48^3 patch spans 96 mm, and pat0004's reference labels taken to 2 mm and
@@ -185,6 +185,8 @@ class OursRecipe:
     # their probabilities averaged (results/brats_ensemble_protocol.md).
     ensemble: int = 1
     augment: bool = True
+    # Half-width of the intensity scale (1 +- j) and shift (+- j) draws of the augmentation.
+    intensity_jitter: float = 0.15
     norm: str = "percentile"
     crop: bool = True
 
@@ -222,15 +224,17 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
     from napari_medseg.core.engine import fit, run
     from napari_medseg.core.ensemble import segment_ensemble
     from napari_medseg.core.events import StepDone
-    from napari_medseg.core.pipeline import prepare_case, segment
+    from napari_medseg.core.pipeline import segment
+    from napari_medseg.core.prepare import prepare_case
 
     tc = TrainConfig(
         patch_size=recipe.patch, batch_size=recipe.batch_size, loss=recipe.loss, lr=recipe.lr,
         epochs=None, minutes=minutes,
         steps_per_epoch=1_000_000,  # validate once, at the end: every second goes to training
         seed=seed, device="cpu", fg_oversample=recipe.fg_oversample, augment=recipe.augment,
-        intensity_norm=recipe.norm, spacing=(recipe.spacing,) * 3, crop_foreground=recipe.crop,
-        overlap=0.5, decision=recipe.decision, threshold=recipe.threshold,
+        intensity_jitter=recipe.intensity_jitter, intensity_norm=recipe.norm,
+        spacing=(recipe.spacing,) * 3, crop_foreground=recipe.crop, overlap=0.5,
+        decision=recipe.decision, threshold=recipe.threshold,
     )
     mapping = LabelMapping.from_labels([v.labels for v in train])
     mc = ModelConfig(arch="unet", spatial_dims=3, in_channels=len(MODALITIES),
@@ -354,7 +358,7 @@ def run_monai(train: Sequence[Volume], test: Volume, *, seed: int, minutes: floa
     def image(v: Volume) -> np.ndarray:
         img = np.stack(v.channels)
         if outside_zero:
-            from napari_medseg.core.data import foreground_mask
+            from napari_medseg.core.normalize import foreground_mask
 
             img = np.where(foreground_mask(img)[None], img, np.float32(0))
         return img
@@ -472,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="foreground threshold of the foreground-first decision")
     g.add_argument("--norm", default=d.norm, choices=("percentile", "zscore", "median_iqr",
                                                        "none"))
+    g.add_argument("--intensity-jitter", type=float, default=d.intensity_jitter,
+                   help="augmentation: intensity scale 1 +- j and shift +- j per channel")
     g.add_argument("--no-tta", dest="tta", action="store_false",
                    help="predict without mirroring test-time augmentation")
     g.add_argument("--largest-component", action=argparse.BooleanOptionalAction,
@@ -511,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         width=args.width, depth=args.depth, fg_oversample=args.fg_oversample,
                         lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm,
                         crop=args.crop, threshold=args.threshold, tta=args.tta,
-                        largest_component=args.largest_component, ensemble=args.ensemble)
+                        largest_component=args.largest_component, ensemble=args.ensemble,
+                        intensity_jitter=args.intensity_jitter)
     clock = make_clock(args.clock)
 
     def log(msg: str) -> None:

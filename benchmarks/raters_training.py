@@ -60,7 +60,8 @@ from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import LabelMapping
 from napari_medseg.core.engine import fit, run
 from napari_medseg.core.metrics import dice
-from napari_medseg.core.pipeline import prepare_rater_case, segment
+from napari_medseg.core.pipeline import segment
+from napari_medseg.core.prepare import prepare_rater_case
 from napari_medseg.core.raters import majority_vote, qubiq_dice, vote_entropy, vote_fraction
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,16 +5,9 @@ import pytest
 import torch
 
 from napari_medseg.core.config import TrainConfig
-from napari_medseg.core.data import (
-    UNLABELLED,
-    Case,
-    LabelMapping,
-    apply_normalization,
-    check_image,
-    fit_normalization,
-    resample_labels,
-)
-from napari_medseg.core.pipeline import prepare_case, prepare_input
+from napari_medseg.core.data import UNLABELLED, Case, LabelMapping, check_image, resample_labels
+from napari_medseg.core.normalize import apply_normalization, fit_normalization
+from napari_medseg.core.prepare import model_spacing, prepare_case, prepare_input
 from napari_medseg.core.sampling import PatchSampler, augment_batch
 
 
@@ -255,6 +248,28 @@ def test_augment_keeps_labels_valid_and_is_seeded():
     assert a[0].shape == x.shape and torch.isfinite(a[0]).all()
 
 
+def test_intensity_jitter_sets_the_range_of_scale_and_shift():
+    # A constant patch passes flips and gamma unchanged: what is left is v * scale + shift,
+    # with scale in 1 +- s and shift in +- s, so 2 * scale + shift lies in 2 +- 3s.
+    x = torch.full((400, 2, 4, 4), 2.0)
+    y = torch.zeros(400, 4, 4, dtype=torch.long)
+    seen = {}
+    for s in (0.0, 0.15, 0.3):
+        xa, _ = augment_batch(x.clone(), y.clone(), gen=torch.Generator().manual_seed(1),
+                              p_rotate=0.0, intensity=s)
+        v = xa[:, :, 0, 0]
+        assert torch.all(xa == xa[:, :, :1, :1])  # still constant per patch and channel
+        assert float((v - 2).abs().max()) <= 3 * s + 1e-5
+        seen[s] = float((v - 2).abs().max())
+    assert seen[0.0] == 0.0
+    assert 1.6 * seen[0.15] < seen[0.3]  # draws reach out to near their bounds
+
+
+def test_intensity_jitter_is_checked():
+    with pytest.raises(ValueError, match="intensity_jitter must be in"):
+        TrainConfig(intensity_jitter=1.5)
+
+
 def test_flip_moves_image_and_label_together():
     x = torch.zeros(8, 1, 6, 6)
     x[:, :, 0, 0] = 1
@@ -315,7 +330,7 @@ def test_a_slice_is_resampled_with_the_in_plane_spacing_of_a_2d_model(monkeypatc
     from napari_medseg.core.engine import run
     from napari_medseg.core.models import build_model
 
-    ms = pipeline.model_spacing
+    ms = model_spacing
     assert ms((5.0, 1.0, 2.0), (1.0, 1.0), model_dims=2, slice_axis=0) == (1.0, 2.0)
     assert ms((5.0, 1.0, 2.0), (1.0, 1.0), model_dims=2, slice_axis=2) == (5.0, 1.0)
     assert ms((5.0, 1.0, 2.0), (3.0, 1.0, 1.0), model_dims=3, slice_axis=0) == (5.0, 1.0, 2.0)
@@ -346,7 +361,7 @@ def test_a_2d_model_keeps_each_volume_s_own_slice_spacing():
     3 mm-slice volume in plane only, in training and prediction: its slice count is unchanged."""
     from napari_medseg.core import pipeline
 
-    ms = pipeline.model_spacing
+    ms = model_spacing
     assert ms((5.0, 1.0, 2.0), (3.0, 0.5, 0.5), model_dims=2, slice_axis=0) == (3.0, 1.0, 2.0)
     assert ms((1.0, 2.0), (3.0, 0.5, 0.5), model_dims=2, slice_axis=0) == (3.0, 1.0, 2.0)
     assert ms((1.0, 2.0), (0.5, 0.5, 3.0), model_dims=2, slice_axis=2) == (1.0, 2.0, 3.0)
@@ -355,8 +370,8 @@ def test_a_2d_model_keeps_each_volume_s_own_slice_spacing():
     lab[:, 5:15, 5:15] = 1
     tc = TrainConfig(patch_size=(8, 8), slice_axis=0, spacing=(5.0, 1.0, 1.0),
                      crop_foreground=False)
-    case, prep = pipeline.prepare_case([img], lab, (3.0, 0.5, 0.5),
-                                       mapping=LabelMapping((0, 1)), config=tc)
+    case, prep = prepare_case([img], lab, (3.0, 0.5, 0.5), mapping=LabelMapping((0, 1)),
+                              config=tc)
     assert case.image.shape[1:] == (7, 10, 10)
     assert prep.spacing == (3.0, 1.0, 1.0)
 

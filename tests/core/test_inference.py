@@ -444,7 +444,7 @@ def test_a_region_outside_the_image_is_refused(region):
 
 
 def test_model_spacing_moves_the_in_plane_values_to_a_new_slice_axis():
-    from napari_medseg.core.pipeline import model_spacing
+    from napari_medseg.core.prepare import model_spacing
 
     # trained on X,Y,Z volumes at 0.5 x 0.7 mm in plane, 3 mm slices along axis 2
     trained = (0.5, 0.7, 3.0)
@@ -479,7 +479,8 @@ def test_segment_slices_along_a_chosen_axis_at_the_in_plane_training_spacing():
 
 def test_a_volume_thinner_than_half_a_model_voxel_keeps_one_voxel():
     from napari_medseg.core.engine import run
-    from napari_medseg.core.pipeline import prepare_input, segment
+    from napari_medseg.core.pipeline import segment
+    from napari_medseg.core.prepare import prepare_input
 
     vol = np.random.default_rng(2).random((20, 18, 1)).astype(np.float32)
     prep = prepare_input([vol], (0.3, 0.3, 0.3), method="zscore",

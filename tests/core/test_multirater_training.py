@@ -223,7 +223,7 @@ def test_sample_mode_and_sparse_raters_train_with_bce(one_thread, tmp_path):
 def test_bubil_cell_becomes_a_ten_rater_case():
     import imageio.v3 as iio
 
-    from napari_medseg.core.pipeline import prepare_rater_case
+    from napari_medseg.core.prepare import prepare_rater_case
     from napari_medseg.core.raters import majority_vote, vote_fraction
 
     d = shared_data("bubil_cells") / "B22"

@@ -7,7 +7,8 @@ from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import LabelMapping
 from napari_medseg.core.engine import fit, run
 from napari_medseg.core.metrics import dice
-from napari_medseg.core.pipeline import prepare_case, segment
+from napari_medseg.core.pipeline import segment
+from napari_medseg.core.prepare import prepare_case
 from tests.conftest import shared_data
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_medseg.gui.predict_widget import SLICE, WHOLE, WHOLE_IMAGE, PredictWidget
+from napari_medseg.gui.predict_ui import SLICE, WHOLE, WHOLE_IMAGE
+from napari_medseg.gui.predict_widget import PredictWidget
 from napari_medseg.gui.widget_base import InputError
 
 

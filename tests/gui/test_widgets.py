@@ -73,7 +73,8 @@ def _idle(w):
 
 
 def test_train_warm_start_predict_save_load(make_napari_viewer, qtbot, small, tmp_path):
-    from napari_medseg.gui.predict_widget import SLICE, PredictWidget
+    from napari_medseg.gui.predict_ui import SLICE
+    from napari_medseg.gui.predict_widget import PredictWidget
 
     viewer = _viewer(make_napari_viewer, small)
     viewer.dims.order = (2, 0, 1)  # slider along z, as the model slices
@@ -470,7 +471,8 @@ def test_match_channels(model, layers, expected):
 
 def test_predict_feeds_channels_in_the_models_order_and_says_so(make_napari_viewer, small):
     """A new case opened FLAIR first must not give the model swapped inputs."""
-    from napari_medseg.gui.predict_widget import WHOLE, PredictWidget
+    from napari_medseg.gui.predict_ui import WHOLE
+    from napari_medseg.gui.predict_widget import PredictWidget
 
     viewer = make_napari_viewer()
     viewer.add_image(small.flair, name="case2 flair")
@@ -523,7 +525,8 @@ def test_renamed_layers_stay_chosen_in_every_widget(make_napari_viewer, small):
 
 
 def test_layers_on_other_grids_are_refused(make_napari_viewer, small):
-    from napari_medseg.gui.predict_widget import WHOLE, PredictWidget
+    from napari_medseg.gui.predict_ui import WHOLE
+    from napari_medseg.gui.predict_widget import PredictWidget
 
     viewer = _viewer(make_napari_viewer, small)
     w = _train_widget(viewer)

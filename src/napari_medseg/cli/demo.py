@@ -56,7 +56,8 @@ def run_headless_demo(seconds: float | None = 20.0, *, epochs: int | None = None
     from napari_medseg.core.data import LabelMapping
     from napari_medseg.core.engine import fit, run
     from napari_medseg.core.metrics import dice_per_class
-    from napari_medseg.core.pipeline import prepare_case, segment
+    from napari_medseg.core.pipeline import segment
+    from napari_medseg.core.prepare import prepare_case
     from napari_medseg.core.sample import PHANTOM_CLASSES, brain_phantom
 
     train, test = brain_phantom(seed=seed), brain_phantom(seed=seed + 1)

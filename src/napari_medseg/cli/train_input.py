@@ -2,9 +2,9 @@
 
 Each ``--image`` group (the channel files of one case) pairs with one ``--label``
 group: one label file (a plain labelled case, prepared by
-:func:`~napari_medseg.core.pipeline.prepare_case`, exactly as before several raters
+:func:`~napari_medseg.core.prepare.prepare_case`, exactly as before several raters
 were supported) or several rater files of that image (prepared by
-:func:`~napari_medseg.core.pipeline.prepare_rater_case`; ``TrainConfig.raters`` says
+:func:`~napari_medseg.core.prepare.prepare_rater_case`; ``TrainConfig.raters`` says
 how training uses them). Like the rest of :mod:`napari_medseg.cli`, this module never
 imports napari or Qt.
 """
@@ -117,7 +117,7 @@ def prepare_cases(vols: Sequence[Sequence[io.Volume]], groups: Sequence[Sequence
     CliError
         A core validation error (NaN, foreground outside the image, ...), its message kept.
     """
-    from napari_medseg.core.pipeline import prepare_case, prepare_rater_case
+    from napari_medseg.core.prepare import prepare_case, prepare_rater_case
 
     cases = []
     norms: tuple[Any, ...] = ()

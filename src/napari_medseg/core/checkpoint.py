@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from napari_medseg.core.config import ModelConfig, TrainConfig
-from napari_medseg.core.data import ChannelNorm, LabelMapping, norms_from_dicts
+from napari_medseg.core.data import LabelMapping
+from napari_medseg.core.normalize import ChannelNorm, norms_from_dicts
 from napari_medseg.core.decision import uses_threshold
 from napari_medseg.core.io import atomic_write
 

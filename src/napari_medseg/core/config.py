@@ -157,8 +157,13 @@ class TrainConfig(_JsonMixin):
         Fraction of patches centred on a labelled foreground voxel.
     augment : bool
         Flips, intensity scale/shift, gamma, small rotations.
+    intensity_jitter : float
+        With ``augment``: each channel of each patch is scaled by a factor drawn
+        from ``1 ± intensity_jitter`` and shifted by up to ``± intensity_jitter``
+        (normalised units), in [0, 1). Wider draws teach a model not to rely on
+        one scanner's or one case's contrast.
     intensity_norm : {"percentile", "zscore", "median_iqr", "none"}
-        Per-channel normalisation (see :func:`~napari_medseg.core.data.fit_normalization`);
+        Per-channel normalisation (see :func:`~napari_medseg.core.normalize.fit_normalization`);
         ``"none"`` keeps the values, for images that are already normalised.
     slice_axis : int
         For 2D models on 3D volumes: the spatial axis to slice along.
@@ -189,7 +194,7 @@ class TrainConfig(_JsonMixin):
         probabilities the Dice-optimal threshold is about half the attainable Dice).
     raters : {"soft", "sample", "majority"}
         How to train on cases labelled by several raters (see
-        :func:`napari_medseg.core.pipeline.prepare_rater_case`). ``soft``: per-class
+        :func:`napari_medseg.core.prepare.prepare_rater_case`). ``soft``: per-class
         vote fractions as soft targets (cross-entropy with soft targets plus a soft
         Dice that is minimal at the vote fraction); ``sample``: each patch takes
         the labels of one rater drawn at random; ``majority``: train on the
@@ -209,6 +214,7 @@ class TrainConfig(_JsonMixin):
     device: str = "auto"
     fg_oversample: float = 0.5
     augment: bool = True
+    intensity_jitter: float = 0.15
     intensity_norm: str = "percentile"
     slice_axis: int = 2
     val_fraction: float = 0.0
@@ -232,6 +238,8 @@ class TrainConfig(_JsonMixin):
             raise ValueError(f"fg_oversample must be in [0, 1], got {self.fg_oversample}.")
         if self.spacing is not None and (len(self.spacing) not in (2, 3) or min(self.spacing) <= 0):
             raise ValueError(f"spacing must be 2 or 3 positive values in mm, got {self.spacing}.")
+        if not 0.0 <= self.intensity_jitter < 1.0:
+            raise ValueError(f"intensity_jitter must be in [0, 1), got {self.intensity_jitter}.")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
         if not 0.0 < self.threshold < 1.0:

@@ -22,7 +22,8 @@ import torch
 from napari_medseg.core import distributed
 from napari_medseg.core.checkpoint import Checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
-from napari_medseg.core.data import Case, ChannelNorm, LabelMapping
+from napari_medseg.core.data import Case, LabelMapping
+from napari_medseg.core.normalize import ChannelNorm
 from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
 from napari_medseg.core.sampling import PatchSampler, augment_batch, rater_soft_targets
 from napari_medseg.core.training_loop import Validation, optimiser_step, train_loop
@@ -156,8 +157,8 @@ def fit(
     Parameters
     ----------
     train_cases : sequence of Case
-        Prepared cases (see :func:`napari_medseg.core.pipeline.prepare_case`, and
-        :func:`~napari_medseg.core.pipeline.prepare_rater_case` for an image labelled by
+        Prepared cases (see :func:`napari_medseg.core.prepare.prepare_case`, and
+        :func:`~napari_medseg.core.prepare.prepare_rater_case` for an image labelled by
         several raters; ``train_config.raters`` says how those are used). Validation
         scores multi-rater cases against their plurality vote.
     model_config, train_config : ModelConfig, TrainConfig
@@ -252,7 +253,7 @@ def fit(
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if tc.augment:
-            x, y = augment_batch(x, y, gen=gen)
+            x, y = augment_batch(x, y, gen=gen, intensity=tc.intensity_jitter)
         mask = None
         if y.ndim == x.ndim:  # a stack of raters ("soft"): vote fractions after augmenting
             y, mask = rater_soft_targets(y, num_classes, binary=mc.out_channels == 1)

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from napari_medseg.core.data import bbox, foreground_mask
+from napari_medseg.core.data import bbox
+from napari_medseg.core.normalize import foreground_mask
 
 __all__ = ["PATCH_SHARE", "auto_spacing", "body_extent_mm", "default_depth",
            "default_patch"]
@@ -34,7 +35,7 @@ def body_extent_mm(image: np.ndarray, spacing: Sequence[float]) -> tuple[float, 
     ----------
     image : np.ndarray
         ``(C, *spatial)`` channels; the body is where any channel differs from its
-        background value (:func:`~napari_medseg.core.data.foreground_mask`), or the
+        background value (:func:`~napari_medseg.core.normalize.foreground_mask`), or the
         whole image when there is no constant background.
     spacing : sequence of float
         Voxel size in mm, one value per spatial axis.

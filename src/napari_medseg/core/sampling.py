@@ -233,7 +233,8 @@ def _rotation_grid(batch: int, spatial_dims: int, max_deg: float, shape: Sequenc
 
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
-                  p_rotate: float = 0.3, max_deg: float = 15.0, flip_axes: Sequence[int] | None = None
+                  p_rotate: float = 0.3, max_deg: float = 15.0,
+                  flip_axes: Sequence[int] | None = None, intensity: float = 0.15
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment for scanner and protocol shift: flips, intensity scale/shift, gamma, rotation.
 
@@ -249,6 +250,9 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
         CPU generator, seeded by the engine, for reproducible draws.
     flip_axes : sequence of int or None
         Spatial axes that may flip (default: all).
+    intensity : float
+        Each sample's channels are scaled by ``1 ± intensity`` and shifted by
+        ``± intensity`` (uniform draws; ``TrainConfig.intensity_jitter``).
     """
     b, ch = x.shape[:2]
     nd = x.ndim - 2
@@ -264,8 +268,8 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
             y[idx] = y[idx].flip((2 if chan else 1) + ax)
     # Per-sample, per-channel intensity scale and shift (contrast/brightness drift).
     shape = (b, ch) + (1,) * nd
-    scale = (1 + (torch.rand(shape, generator=gen) * 2 - 1) * 0.15).to(dev)
-    shift = ((torch.rand(shape, generator=gen) * 2 - 1) * 0.15).to(dev)
+    scale = (1 + (torch.rand(shape, generator=gen) * 2 - 1) * intensity).to(dev)
+    shift = ((torch.rand(shape, generator=gen) * 2 - 1) * intensity).to(dev)
     x = x * scale + shift
     # Gamma on the per-sample range, applied to half the samples.
     gam = torch.exp((torch.rand(shape, generator=gen) * 2 - 1) * math.log(1.4)).to(dev)

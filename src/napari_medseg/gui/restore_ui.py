@@ -20,7 +20,13 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.gui import restore_jobs as J
 from napari_medseg.gui.restore_plot import RestorePlot
-from napari_medseg.gui.widget_base import MedsegWidget, device_combo, limit_row, spin_box
+from napari_medseg.gui.widget_base import (
+    MedsegWidget,
+    button_row,
+    device_combo,
+    limit_row,
+    spin_box,
+)
 
 _SIMPLE_SPEC = re.compile(r"^\s*([A-Za-z]+)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*$")
 
@@ -111,17 +117,12 @@ class RestoreControls(MedsegWidget):
         f2.addRow("Device", self.device_combo)
         lay.addWidget(box)
 
-        b = QHBoxLayout()
-        self.train_btn = QPushButton("Train")
-        self.continue_btn = QPushButton("Continue")
-        self.continue_btn.setToolTip("Train on from the current model (warm start), e.g. on "
-                                     "more images or for longer; same mode and 2D/3D.")
-        self.pause_btn = QPushButton("Pause")
-        self.stop_btn = QPushButton("Stop")
-        self.stop_btn.setToolTip("Training: stop now and keep the best model. Restoring: cancel.")
-        for w in (self.train_btn, self.continue_btn, self.pause_btn, self.stop_btn):
-            b.addWidget(w)
-        lay.addLayout(b)
+        self.train_btn, self.continue_btn, self.pause_btn, self.stop_btn = button_row(
+            lay, ("Train", ""),
+            ("Continue", "Train on from the current model (warm start), e.g. on more images or "
+             "for longer; same mode and 2D/3D."),
+            ("Pause", ""),
+            ("Stop", "Training: stop now and keep the best model. Restoring: cancel."))
         self.plot = RestorePlot()
         lay.addWidget(self.plot)
         self.add_status(lay)

@@ -18,10 +18,8 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPushButton,
     QVBoxLayout,
 )
 
@@ -39,6 +37,7 @@ from napari_medseg.gui.train_inputs import (
 from napari_medseg.gui.widget_base import (
     InputError,
     MedsegWidget,
+    button_row,
     device_combo,
     limit_row,
     spin_box,
@@ -171,21 +170,11 @@ class TrainControls(MedsegWidget):
         lay.addWidget(box)
         lay.addStretch(1)
 
-        b1 = QHBoxLayout()
-        self.train_btn = QPushButton("Train")
-        self.continue_btn = QPushButton("Continue training")
-        self.continue_btn.setToolTip("Warm start from the current model, e.g. after correcting "
-                                     "labels.")
-        b1.addWidget(self.train_btn)
-        b1.addWidget(self.continue_btn)
-        pinned.addLayout(b1)
-        b2 = QHBoxLayout()
-        self.pause_btn = QPushButton("Pause")
-        self.stop_btn = QPushButton("Stop")
-        self.stop_btn.setToolTip("Stop now and keep the best model so far.")
-        b2.addWidget(self.pause_btn)
-        b2.addWidget(self.stop_btn)
-        pinned.addLayout(b2)
+        self.train_btn, self.continue_btn = button_row(
+            pinned, ("Train", ""), ("Continue training", "Warm start from the current model, "
+                                    "e.g. after correcting labels."))
+        self.pause_btn, self.stop_btn = button_row(
+            pinned, ("Pause", ""), ("Stop", "Stop now and keep the best model so far."))
         self.add_status(pinned)
         # the model box scrolls with the form: pinned, it crushed the status line in a
         # short dock (what must stay in view is Train/Stop, progress and status)

@@ -347,7 +347,7 @@ def _train_job(channels: list[np.ndarray], target: np.ndarray, spacing: tuple[fl
     from napari_medseg.core.data import fingerprint
     from napari_medseg.core.engine import fit
     from napari_medseg.core.events import Message
-    from napari_medseg.core.pipeline import prepare_case
+    from napari_medseg.core.prepare import prepare_case
 
     yield Message("preparing the data")
     case, prep = prepare_case(channels, target, spacing, mapping=mapping, config=tc,

@@ -7,6 +7,7 @@ from typing import Any
 
 from qtpy.QtCore import QSize, Qt
 from qtpy.QtWidgets import (
+    QBoxLayout,
     QComboBox,
     QDoubleSpinBox,
     QFrame,
@@ -70,6 +71,20 @@ def read_limit(spin: QDoubleSpinBox, unit: QComboBox) -> tuple[int | None, float
     if unit.currentText() == "minutes":
         return None, float(spin.value())
     return max(1, int(round(spin.value()))), None
+
+
+def button_row(parent: QBoxLayout, *buttons: tuple[str, str]) -> list[QPushButton]:
+    """Add a row of push buttons, given as (text, tooltip), to ``parent``; return them."""
+    row = QHBoxLayout()
+    made = []
+    for text, tip in buttons:
+        btn = QPushButton(text)
+        if tip:
+            btn.setToolTip(tip)
+        row.addWidget(btn)
+        made.append(btn)
+    parent.addLayout(row)
+    return made
 
 
 def device_combo() -> QComboBox:
@@ -150,12 +165,8 @@ class MedsegWidget(QWidget):
         self.model_label = QLabel("No model yet: train one or load a file.")
         self.model_label.setWordWrap(True)
         inner.addWidget(self.model_label)
-        row = QHBoxLayout()
-        self.save_btn = QPushButton("Save model…")
-        self.load_btn = QPushButton("Load model…")
-        row.addWidget(self.save_btn)
-        row.addWidget(self.load_btn)
-        inner.addLayout(row)
+        self.save_btn, self.load_btn = button_row(inner, ("Save model…", ""),
+                                                  ("Load model…", ""))
         lay.addWidget(box)
         return box
 

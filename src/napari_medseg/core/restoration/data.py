@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from napari_medseg.core.data import ChannelNorm, check_image, foreground_mask
+from napari_medseg.core.data import check_image
+from napari_medseg.core.normalize import ChannelNorm, foreground_mask
 from napari_medseg.core.degrade import Degradation, parse_degradation, robust_scale
 
 __all__ = [
@@ -34,7 +35,7 @@ def fit_restore_norm(image: np.ndarray) -> tuple[ChannelNorm, ...]:
     """Per-channel ``(x - mean) / std`` over the foreground, without clipping.
 
     Restoration must not clip: bright structures are signal. ``lo``/``hi``
-    are infinite so :func:`napari_medseg.core.data.apply_normalization`
+    are infinite so :func:`napari_medseg.core.normalize.apply_normalization`
     applies no clipping either.
     """
     m = foreground_mask(image)
