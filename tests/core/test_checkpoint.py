@@ -8,8 +8,8 @@ import torch
 from napari_medseg.core.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import LabelMapping
-from napari_medseg.core.normalize import ChannelNorm
 from napari_medseg.core.models import build_model
+from napari_medseg.core.normalize import ChannelNorm
 
 
 def _ckpt():

@@ -262,7 +262,8 @@ def test_intensity_jitter_sets_the_range_of_scale_and_shift():
         assert float((v - 2).abs().max()) <= 3 * s + 1e-5
         seen[s] = float((v - 2).abs().max())
     assert seen[0.0] == 0.0
-    assert 1.6 * seen[0.15] < seen[0.3]  # draws reach out to near their bounds
+    for s in (0.15, 0.3):  # 800 draws reach near the bounds: the jitter is not fixed at 0.15
+        assert seen[s] > 0.8 * 3 * s
 
 
 def test_intensity_jitter_is_checked():

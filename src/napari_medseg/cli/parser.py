@@ -15,9 +15,9 @@ from typing import Any
 
 from napari_medseg.cli.common import CliError, check_outputs
 from napari_medseg.cli.demo import cmd_demo
+from napari_medseg.cli.predict import cmd_predict
 from napari_medseg.cli.raters import cmd_raters
 from napari_medseg.cli.restore import cmd_restore
-from napari_medseg.cli.predict import cmd_predict
 from napari_medseg.cli.segment import cmd_evaluate, cmd_train
 from napari_medseg.core.config import INTENSITY_NORMS, RATER_MODES
 

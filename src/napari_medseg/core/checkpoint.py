@@ -16,9 +16,9 @@ import torch
 
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import LabelMapping
-from napari_medseg.core.normalize import ChannelNorm, norms_from_dicts
 from napari_medseg.core.decision import uses_threshold
 from napari_medseg.core.io import atomic_write
+from napari_medseg.core.normalize import ChannelNorm, norms_from_dicts
 
 FORMAT = "napari-medseg-checkpoint"
 FORMAT_VERSION = 1

@@ -23,8 +23,8 @@ from napari_medseg.core import distributed
 from napari_medseg.core.checkpoint import Checkpoint
 from napari_medseg.core.config import ModelConfig, TrainConfig
 from napari_medseg.core.data import Case, LabelMapping
-from napari_medseg.core.normalize import ChannelNorm
 from napari_medseg.core.events import EpochDone, Message, StepDone, Validated
+from napari_medseg.core.normalize import ChannelNorm
 from napari_medseg.core.sampling import PatchSampler, augment_batch, rater_soft_targets
 from napari_medseg.core.training_loop import Validation, optimiser_step, train_loop
 

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
-                            QLabel, QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QWidget
 
 from napari_medseg.core import metrics as M
 from napari_medseg.gui import layers as L
@@ -29,18 +28,16 @@ from napari_medseg.gui import metrics_compute as C
 from napari_medseg.gui import metrics_table as T
 from napari_medseg.gui.metrics_plot import SliceCurvePlot
 from napari_medseg.gui.metrics_slices import SlicesAndExportMixin
-from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.metrics_ui import OUTPUT_KEY, MetricsControls
 from napari_medseg.gui.workers import JobRunner, stop_on_close
 
 DEBOUNCE_MS = 200
-#: Marks this widget's output layers (never offered as inputs, never overwritten).
-OUTPUT_KEY = "medseg_metrics"
 OVERLAP_COLORS = {None: "transparent", M.NONE: "transparent", M.TP: "#3cd070",
                   M.FP: "#ff4a4a", M.FN: "#3f8cff", M.WRONG_CLASS: "#ffd23f"}
 ALL = "all labels"
 
 
-class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
+class MetricsWidget(SlicesAndExportMixin, MetricsControls):
     """Dock widget: compare a prediction with a reference layer, live."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -75,6 +72,7 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self.plot = SliceCurvePlot()
         self.plot.slice_clicked.connect(self.go_to_slice)
         self._build_ui()
+        self._connect_actions()
         ev = self.viewer.layers.events
         for e in (ev.inserted, ev.removed, ev.reordered):
             e.connect(self._layers_changed)
@@ -86,116 +84,16 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self._say("Pick a prediction and a reference layer (two Labels layers, or two Image "
                   "layers) and press Compare.")
 
-    # ------------------------------------------------------------------ UI
-    def _build_ui(self) -> None:
-        lay = QVBoxLayout(self)
-        form = QFormLayout()
-        self.pred_combo, self.ref_combo = QComboBox(), QComboBox()
-        self.pred_combo.setToolTip("The layer to score: Labels (segmentation) or Image "
-                                   "(restoration).")
-        self.ref_combo.setToolTip("The reference (ground truth) of the same kind and grid.")
-        form.addRow("Prediction", self.pred_combo)
-        form.addRow("Reference", self.ref_combo)
-        self.class_combo = QComboBox()
-        self.class_combo.setToolTip("Class of the TP/FP/FN overlay and of 'worst slice' "
-                                    "(all labels: mean Dice of the labels on each slice).")
-        form.addRow("Class", self.class_combo)
-        self.nsd_spin = QDoubleSpinBox()
-        self.nsd_spin.setRange(0.1, 50.0)
-        self.nsd_spin.setSingleStep(0.5)
-        self.nsd_spin.setDecimals(1)
-        self.nsd_spin.setValue(1.0)
-        self.nsd_spin.setSuffix(" mm")
-        self.nsd_spin.setToolTip("Normalised surface Dice counts surface points within this "
-                                 "distance of the other surface as agreeing (the tolerance a "
-                                 "rater would accept, e.g. one or two voxels).")
-        form.addRow("NSD tolerance", self.nsd_spin)
-        self.sparse_check = QCheckBox("reference labels some slices only")
-        self.sparse_check.setToolTip(
-            "For a reference painted on a few slices (as for the training widget): score "
-            "only the slices it labels, along the axis it looks painted along, and leave out "
-            "its -1 voxels. Off: every voxel the reference leaves 0 is background.")
+    def _connect_actions(self) -> None:
         self.sparse_check.toggled.connect(lambda *_: self.schedule())
-        form.addRow(self.sparse_check)
-        lay.addLayout(form)
-        for c in (self.pred_combo, self.ref_combo):
-            c.currentIndexChanged.connect(self._inputs_changed)
         self.class_combo.currentIndexChanged.connect(lambda *_: self.schedule())
         self.nsd_spin.valueChanged.connect(lambda *_: self.schedule())
-        row = QHBoxLayout()
-        self.compare_btn = QPushButton("Compare")
-        self.compare_btn.setToolTip("Compute the metrics and add the overlay / maps; they then "
-                                    "follow your edits and the displayed slice.")
         self.compare_btn.clicked.connect(lambda: self.compare())
-        row.addWidget(self.compare_btn)
-        self.worst_btn = QPushButton("Worst slice")
-        self.worst_btn.setToolTip("Go to the slice with the lowest Dice (slices where neither "
-                                  "mask has the class are skipped).")
         self.worst_btn.clicked.connect(lambda: self.go_to_worst())
-        self.csv_btn, self.png_btn = QPushButton("Export CSV…"), QPushButton("Export plot…")
         self.csv_btn.clicked.connect(self._ask_csv)
         self.png_btn.clicked.connect(self._ask_png)
-        for b in (self.worst_btn, self.csv_btn, self.png_btn):
-            row.addWidget(b)
-        lay.addLayout(row)
-        self.add_status(lay)
-        self.table = T.make_table(T.SEG_HEADERS)
-        lay.addWidget(self.table)
-        self.restore_table = T.make_table(["Metric", "Value"])
-        self.restore_table.setRowCount(len(T.RESTORE_ROWS))
-        for i, (name, _, unit) in enumerate(T.RESTORE_ROWS):
-            T.set_cell(self.restore_table, i, 0, f"{name} {unit}".strip())
-        T.fit_height(self.restore_table)
-        lay.addWidget(self.restore_table)
-        self.legend = QLabel("Overlay: <span style='color:#3cd070'>TP</span> · "
-                             "<span style='color:#ff4a4a'>FP</span> · "
-                             "<span style='color:#3f8cff'>FN</span> · "
-                             "<span style='color:#ffd23f'>wrong class</span>")
-        lay.addWidget(self.legend)
-        lay.addStretch(1)
-        self._show_mode(None)
-
-    def _show_mode(self, mode: str | None) -> None:
-        seg, rest = mode == "segment", mode == "restore"
-        for w in (self.table, self.legend, self.class_combo, self.worst_btn):
-            w.setVisible(seg)
-        self.restore_table.setVisible(rest)
-        self.csv_btn.setEnabled(mode is not None)
-        self.png_btn.setEnabled(mode is not None)
 
     # ------------------------------------------------------------ layers
-    def _candidates(self) -> list[Any]:
-        from napari.layers import Image, Labels
-
-        return [lay for lay in self.viewer.layers if isinstance(lay, (Image, Labels))
-                and not getattr(lay, "rgb", False) and OUTPUT_KEY not in (lay.metadata or {})]
-
-    def _layer_renamed(self, old: str, new: str) -> None:
-        L.rename_in_pickers([self.pred_combo, self.ref_combo], old, new)
-        self._layers_changed()
-
-    def _layers_changed(self, *_: Any) -> None:
-        names = [lay.name for lay in self._candidates()]
-        old = (self.pred_combo.currentText(), self.ref_combo.currentText())
-        for c in (self.pred_combo, self.ref_combo):
-            c.blockSignals(True)
-            c.clear()
-            c.addItems(names)
-        pred = old[0] if old[0] in names else next(
-            (n for n in names if "pred" in n.lower()), names[0] if names else "")
-        kinds = {lay.name: type(lay).__name__ for lay in self._candidates()}
-        ref = old[1] if old[1] in names and old[1] != pred else next(
-            (n for n in names if n != pred and kinds.get(n) == kinds.get(pred)), "")
-        self.pred_combo.setCurrentText(pred)
-        self.ref_combo.setCurrentText(ref)
-        for c in (self.pred_combo, self.ref_combo):
-            c.blockSignals(False)
-        if (self.pred_combo.currentText(), self.ref_combo.currentText()) != old:
-            self._inputs_changed()
-        for attr in ("overlay_layer", "ssim_layer", "error_layer"):
-            if getattr(self, attr) is not None and getattr(self, attr) not in self.viewer.layers:
-                setattr(self, attr, None)  # the user deleted it: a new one comes next time
-
     def set_layers(self, pred: str, ref: str) -> None:
         """Select the prediction and reference layers by name and compare them (live)."""
         self.pred_combo.setCurrentText(pred)
@@ -208,11 +106,6 @@ class MetricsWidget(SlicesAndExportMixin, MedsegWidget):
         self.live = True
         self._timer.stop()
         self.recompute()
-
-    def inputs(self) -> tuple[Any, Any] | None:
-        names = {lay.name: lay for lay in self._candidates()}
-        p, r = names.get(self.pred_combo.currentText()), names.get(self.ref_combo.currentText())
-        return None if p is None or r is None or p is r else (p, r)
 
     def _inputs_changed(self, *_: Any) -> None:
         for emitter, cb in self._wired:

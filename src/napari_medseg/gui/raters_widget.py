@@ -50,8 +50,8 @@ from napari_medseg.gui.raters_compare import (
     compare_raters,
 )
 from napari_medseg.gui.raters_tables import fill_heatmap, fill_rater_table, summary_text
-from napari_medseg.gui.workers import JobRunner, stop_on_close
 from napari_medseg.gui.widget_base import InputError, MedsegWidget
+from napari_medseg.gui.workers import JobRunner, stop_on_close
 
 DEVIATION_COLORS = {None: "transparent", AGREE: "transparent", EXTRA: "#ff4040",
                     MISSED: "#4090ff", OTHER: "#ffd040"}

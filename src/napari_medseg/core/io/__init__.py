@@ -7,6 +7,8 @@ through training and prediction back to disk. Callers import this package
 :mod:`~napari_medseg.core.io.volume` (the volume, names, geometry),
 :mod:`~napari_medseg.core.io.read`, :mod:`~napari_medseg.core.io.labels`
 (label map or image?) and :mod:`~napari_medseg.core.io.write` (atomic writes).
+Within the package the modules call each other directly: to replace a function in a
+test, patch it where it is defined (``napari_medseg.core.io.write.write_nifti``).
 """
 
 from napari_medseg.core.io.labels import (

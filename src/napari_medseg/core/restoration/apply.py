@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from napari_medseg.core.data import check_image
-from napari_medseg.core.normalize import ChannelNorm
 from napari_medseg.core.events import Progress
 from napari_medseg.core.inference import sliding_window
+from napari_medseg.core.normalize import ChannelNorm
 from napari_medseg.core.restoration.data import apply_norm, fit_restore_norm, invert_norm
 
 __all__ = ["inference_patch", "restore", "restore_array"]

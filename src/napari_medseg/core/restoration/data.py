@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from napari_medseg.core.data import check_image
-from napari_medseg.core.normalize import ChannelNorm, foreground_mask
 from napari_medseg.core.degrade import Degradation, parse_degradation, robust_scale
+from napari_medseg.core.normalize import ChannelNorm, foreground_mask
 
 __all__ = [
     "RestoreCase",

@@ -182,11 +182,13 @@ def validate_restoration(model: torch.nn.Module, cases: Sequence[RestoreCase], *
 def _checkpoint(mc: ModelConfig, rc: RestoreConfig, state: dict[str, torch.Tensor],
                 history: list[dict[str, Any]], cases: Sequence[RestoreCase],
                 channel_names: Sequence[str], fingerprints: Sequence[str]) -> Checkpoint:
-    # TrainConfig carries the shared fields; its segmentation loss is unused for task "restore".
+    # TrainConfig carries the shared fields; its segmentation loss is unused for task "restore",
+    # and restoration augments geometry only (no intensity jitter: the noise level is learnt).
     tc = TrainConfig(patch_size=tuple(rc.patch_size), batch_size=rc.batch_size, lr=rc.lr,
                      weight_decay=rc.weight_decay, epochs=rc.epochs, minutes=rc.minutes,
                      steps_per_epoch=rc.steps_per_epoch, seed=rc.seed, device=rc.device,
-                     augment=rc.augment, intensity_norm="zscore", slice_axis=rc.slice_axis,
+                     augment=rc.augment, intensity_jitter=0.0, intensity_norm="zscore",
+                     slice_axis=rc.slice_axis,
                      val_fraction=rc.val_fraction, amp=rc.amp, crop_foreground=False,
                      overlap=rc.overlap, extra={"task": "restore"})
     return Checkpoint(model_config=mc, train_config=tc, mapping=LabelMapping((0,)),
