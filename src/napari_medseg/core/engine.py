@@ -137,6 +137,21 @@ def validate(model: torch.nn.Module, cases: Sequence[Case], *, model_config: Mod
     return {k: (float(np.mean(sums[k])) if k in sums else None) for k in range(1, num_classes)}
 
 
+def _contiguous_pointwise_weights(model: torch.nn.Module) -> None:
+    """Give 1x1(x1) convolution weights plain contiguous strides, in place.
+
+    For them channels_last(_3d) and contiguous are the same bytes, but the strides of
+    the size-1 axes differ, and the 3D backward returns contiguous gradients: DDP's
+    reducer compares strides literally and warned "Grad strides do not match bucket view
+    strides" on every run.
+    """
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.ndim >= 4 and all(n == 1 for n in p.shape[2:]):
+                # is_contiguous() ignores size-1 axes and .contiguous() would keep the strides
+                p.data = p.data.clone(memory_format=torch.contiguous_format)
+
+
 def fit(
     train_cases: Sequence[Case],
     *,
@@ -225,6 +240,7 @@ def fit(
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
+        _contiguous_pointwise_weights(model)
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = make_loss(tc.loss, num_classes=mc.out_channels)
