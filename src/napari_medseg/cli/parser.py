@@ -19,7 +19,7 @@ from napari_medseg.cli.predict import cmd_predict
 from napari_medseg.cli.raters import cmd_raters
 from napari_medseg.cli.restore import cmd_restore
 from napari_medseg.cli.segment import cmd_evaluate, cmd_train
-from napari_medseg.core.config import INTENSITY_NORMS, RATER_MODES
+from napari_medseg.core.config import INTENSITY_NORMS, RATER_MODES, TrainConfig
 
 
 def _number(kind: type, ok: Callable[[float], bool], want: str) -> Callable[[str], Any]:
@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "z-score, median/IQR after the same clipping (a large bright lesion "
                    "compresses its own contrast less), or none for images already normalised "
                    "alike")
+    t.add_argument("--intensity-jitter", type=_fraction, default=TrainConfig.intensity_jitter,
+                   metavar="J", help="segment: augmentation scales each channel of each patch "
+                   "by 1 +- J and shifts it by +- J (normalised units); wider for data from "
+                   "several scanners or protocols (default %(default)s)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")

@@ -103,7 +103,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                      loss=args.loss, **limits, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                      device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
                      val_fraction=args.val_fraction, decision=args.decision, raters=args.raters,
-                     intensity_norm=args.norm, threshold=args.threshold)
+                     intensity_norm=args.norm, threshold=args.threshold,
+                     intensity_jitter=args.intensity_jitter)
     out_ch = 1 if args.loss == "bce" else mapping.num_classes
     mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
                      out_channels=out_ch, base_width=args.width, depth=args.depth)
