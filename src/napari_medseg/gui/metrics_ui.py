@@ -13,7 +13,6 @@ from typing import Any
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -23,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from napari_medseg.gui import layers as L
 from napari_medseg.gui import metrics_table as T
-from napari_medseg.gui.widget_base import MedsegWidget
+from napari_medseg.gui.widget_base import MedsegWidget, decimal_box
 
 #: Marks this widget's output layers (never offered as inputs, never overwritten).
 OUTPUT_KEY = "medseg_metrics"
@@ -60,12 +59,7 @@ class MetricsControls(MedsegWidget):
         self.class_combo.setToolTip("Class of the TP/FP/FN overlay and of 'worst slice' "
                                     "(all labels: mean Dice of the labels on each slice).")
         form.addRow("Class", self.class_combo)
-        self.nsd_spin = QDoubleSpinBox()
-        self.nsd_spin.setRange(0.1, 50.0)
-        self.nsd_spin.setSingleStep(0.5)
-        self.nsd_spin.setDecimals(1)
-        self.nsd_spin.setValue(1.0)
-        self.nsd_spin.setSuffix(" mm")
+        self.nsd_spin = decimal_box(0.1, 50.0, 1.0, step=0.5, decimals=1, suffix=" mm")
         self.nsd_spin.setToolTip("Normalised surface Dice counts surface points within this "
                                  "distance of the other surface as agreeing (the tolerance a "
                                  "rater would accept, e.g. one or two voxels).")

@@ -15,7 +15,6 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -38,6 +37,7 @@ from napari_medseg.gui.widget_base import (
     InputError,
     MedsegWidget,
     button_row,
+    decimal_box,
     device_combo,
     limit_row,
     spin_box,
@@ -138,11 +138,7 @@ class TrainControls(MedsegWidget):
             "argmax loses voxels that are surely the structure but not surely one part. "
             "Both agree with one foreground class.")
         f2.addRow("Decision", self.decision_combo)
-        self.threshold_spin = QDoubleSpinBox()
-        self.threshold_spin.setRange(0.05, 0.95)
-        self.threshold_spin.setSingleStep(0.05)
-        self.threshold_spin.setDecimals(2)
-        self.threshold_spin.setValue(0.5)
+        self.threshold_spin = decimal_box(0.05, 0.95, 0.5, step=0.05, decimals=2)
         self.threshold_spin.setToolTip(
             "A voxel is foreground where the foreground probability passes this value "
             "(the 'foreground' decision, and models with one foreground class). Lower "

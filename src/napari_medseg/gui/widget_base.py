@@ -40,6 +40,19 @@ def spin_box(lo: int, hi: int, value: int, *, prefix: str = "", suffix: str = ""
     return spin
 
 
+def decimal_box(lo: float, hi: float, value: float, *, step: float, decimals: int,
+                suffix: str = "") -> QDoubleSpinBox:
+    """A decimal spin box with its range, step, shown decimals, start value and suffix."""
+    spin = QDoubleSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(step)
+    spin.setDecimals(decimals)
+    spin.setValue(value)
+    if suffix:
+        spin.setSuffix(suffix)
+    return spin
+
+
 def limit_row() -> tuple[QHBoxLayout, QDoubleSpinBox, QComboBox]:
     """The "Train for" row: a number (2 to start with) and its unit, minutes or epochs.
 
