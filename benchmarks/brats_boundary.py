@@ -7,7 +7,7 @@ A diagnostic for ``fewlabel_brats.py``; nothing is trained. For each case of
   training spacing (in the brain's bounding box, as ``prepare_case`` does) and
   back to 1 mm (as ``segment`` does with probabilities), scored against
   themselves: the whole-tumour Dice a perfect model could reach at that spacing.
-  ``vote`` is :func:`~napari_medseg.core.data.resample_labels` (a centred vote),
+  ``vote`` is :func:`~napari_medseg.core.resample.resample_labels` (a centred vote),
   ``nearest`` the nearest-neighbour sampling it replaced.
 * **where each annotator drew the boundary**: the median FLAIR of the outer 2 mm
   of the whole tumour ("shell"), of the 2 mm of brain just outside it ("ring")
@@ -43,7 +43,8 @@ REGIONS = ("shell", "ring", "normal")
 def through_grid(vol: Volume, spacing: float, how: str) -> float:
     """Whole-tumour Dice of the labels taken to ``spacing`` mm and back (``how``: vote/nearest)."""
     from napari_medseg.core.config import TrainConfig
-    from napari_medseg.core.data import LabelMapping, resample_to_shape
+    from napari_medseg.core.data import LabelMapping
+    from napari_medseg.core.resample import resample_to_shape
     from napari_medseg.core.metrics import dice
     from napari_medseg.core.prepare import prepare_case
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from napari_medseg.core.checkpoint import Checkpoint
-from napari_medseg.core.data import LabelMapping, resample_to_shape
+from napari_medseg.core.data import LabelMapping
 from napari_medseg.core.decision import check_rule, check_threshold, decide
 from napari_medseg.core.events import Progress
 from napari_medseg.core.inference.region import (
@@ -25,6 +25,7 @@ from napari_medseg.core.inference.region import (
     region_slab,
 )
 from napari_medseg.core.prepare import image_spacing_of, model_spacing, prepare_input
+from napari_medseg.core.resample import resample_to_shape
 
 @dataclass(frozen=True)
 class Segmentation:

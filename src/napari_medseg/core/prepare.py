@@ -22,9 +22,6 @@ from napari_medseg.core.data import (
     bbox,
     check_image,
     label_values_problem,
-    resample_image,
-    resample_labels,
-    zoom_factors,
 )
 from napari_medseg.core.normalize import (
     ChannelNorm,
@@ -32,6 +29,7 @@ from napari_medseg.core.normalize import (
     fit_normalization,
     foreground_mask,
 )
+from napari_medseg.core.resample import resample_image, resample_labels, zoom_factors
 
 #: Voxels kept around the body when cropping, so context reaches the border.
 CROP_MARGIN = 4

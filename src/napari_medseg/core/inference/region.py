@@ -66,7 +66,7 @@ def region_slab(n_input: int, n_model: int, start: int, stop: int, context: int
     -------
     coords : np.ndarray
         For each wanted index, the model-grid coordinate that resampling back (a
-        linear zoom in grid mode, :func:`~napari_medseg.core.data.resample_to_shape`)
+        linear zoom in grid mode, :func:`~napari_medseg.core.resample.resample_to_shape`)
         reads it from.
     slab : (int, int)
         Model-grid ``(first, stop)`` indices to predict.
