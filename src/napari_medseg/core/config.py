@@ -19,6 +19,8 @@ INTENSITY_NORMS = ("percentile", "zscore", "median_iqr", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 RATER_MODES = ("soft", "sample", "majority")
 DECISIONS = ("argmax", "foreground")  # core.decision.RULES
+#: Default half-width of the augmentation's intensity scale (1 +- j) and shift (+- j) draws.
+INTENSITY_JITTER = 0.15
 
 T = TypeVar("T")
 
@@ -214,7 +216,7 @@ class TrainConfig(_JsonMixin):
     device: str = "auto"
     fg_oversample: float = 0.5
     augment: bool = True
-    intensity_jitter: float = 0.15
+    intensity_jitter: float = INTENSITY_JITTER
     intensity_norm: str = "percentile"
     slice_axis: int = 2
     val_fraction: float = 0.0

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_medseg.core.config import INTENSITY_JITTER
 from napari_medseg.core.data import UNLABELLED, Case
 
 
@@ -234,7 +235,7 @@ def _rotation_grid(batch: int, spatial_dims: int, max_deg: float, shape: Sequenc
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
                   p_rotate: float = 0.3, max_deg: float = 15.0,
-                  flip_axes: Sequence[int] | None = None, intensity: float = 0.15
+                  flip_axes: Sequence[int] | None = None, intensity: float = INTENSITY_JITTER
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment for scanner and protocol shift: flips, intensity scale/shift, gamma, rotation.
 
