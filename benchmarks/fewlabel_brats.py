@@ -187,6 +187,8 @@ class OursRecipe:
     augment: bool = True
     # Half-width of the intensity scale (1 +- j) and shift (+- j) draws of the augmentation.
     intensity_jitter: float = 0.15
+    # Half-width of the augmentation's zoom (30 % of patches, 1/(1+z) .. 1+z); 0: no zoom.
+    scale_jitter: float = 0.0
     norm: str = "percentile"
     crop: bool = True
 
@@ -232,7 +234,8 @@ def run_ours(train: Sequence[Volume], test: Volume, *, seed: int, minutes: float
         epochs=None, minutes=minutes,
         steps_per_epoch=1_000_000,  # validate once, at the end: every second goes to training
         seed=seed, device="cpu", fg_oversample=recipe.fg_oversample, augment=recipe.augment,
-        intensity_jitter=recipe.intensity_jitter, intensity_norm=recipe.norm,
+        intensity_jitter=recipe.intensity_jitter, scale_jitter=recipe.scale_jitter,
+        intensity_norm=recipe.norm,
         spacing=(recipe.spacing,) * 3, crop_foreground=recipe.crop, overlap=0.5,
         decision=recipe.decision, threshold=recipe.threshold,
     )
@@ -478,6 +481,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        "none"))
     g.add_argument("--intensity-jitter", type=float, default=d.intensity_jitter,
                    help="augmentation: intensity scale 1 +- j and shift +- j per channel")
+    g.add_argument("--scale-jitter", type=float, default=d.scale_jitter,
+                   help="augmentation: zoom 30%% of patches by 1/(1+z) .. 1+z (0: no zoom)")
     g.add_argument("--no-tta", dest="tta", action="store_false",
                    help="predict without mirroring test-time augmentation")
     g.add_argument("--largest-component", action=argparse.BooleanOptionalAction,
@@ -518,7 +523,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lr=args.lr, loss=args.loss, decision=args.decision, norm=args.norm,
                         crop=args.crop, threshold=args.threshold, tta=args.tta,
                         largest_component=args.largest_component, ensemble=args.ensemble,
-                        intensity_jitter=args.intensity_jitter)
+                        intensity_jitter=args.intensity_jitter,
+                        scale_jitter=args.scale_jitter)
     clock = make_clock(args.clock)
 
     def log(msg: str) -> None:

@@ -192,18 +192,21 @@ def test_norm_travels_with_the_model(norm, tmp_path, nifti_case, capsys):
     assert io.read_volume(out).data.shape == io.read_volume(nifti_case["t1"]).data.shape
 
 
-def test_intensity_jitter_reaches_the_model_and_is_checked(tmp_path, nifti_case, capsys):
+def test_augmentation_jitters_reach_the_model_and_are_checked(tmp_path, nifti_case, capsys):
     from napari_medseg.core.checkpoint import load_checkpoint
 
     model = tmp_path / "m.pt"
     base = ["train", "--image", str(nifti_case["t1"]), "--label", str(nifti_case["labels"]),
             "--out", str(model), "--dims", "2", "--epochs", "1", "--steps-per-epoch", "2",
             "--patch", "32", "--width", "4", "--depth", "2"]
-    assert cli.main(base + ["--intensity-jitter", "0.3"]) == 0, capsys.readouterr().err
-    assert load_checkpoint(model).train_config.intensity_jitter == 0.3
-    with pytest.raises(SystemExit):
-        cli.main(base + ["--intensity-jitter", "1.5"])
-    assert "--intensity-jitter: expected a fraction" in capsys.readouterr().err
+    assert cli.main(base + ["--intensity-jitter", "0.3", "--scale-jitter", "0.2"]) == 0, \
+        capsys.readouterr().err
+    tc = load_checkpoint(model).train_config
+    assert (tc.intensity_jitter, tc.scale_jitter) == (0.3, 0.2)
+    for flag in ("--intensity-jitter", "--scale-jitter"):
+        with pytest.raises(SystemExit):
+            cli.main(base + [flag, "1.5"])
+        assert f"{flag}: expected a fraction" in capsys.readouterr().err
 
 
 def test_unknown_norm_is_refused(tmp_path, nifti_case, capsys):

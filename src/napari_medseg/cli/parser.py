@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="J", help="segment: augmentation scales each channel of each patch "
                    "by 1 +- J and shifts it by +- J (normalised units); wider for data from "
                    "several scanners or protocols (default %(default)s)")
+    t.add_argument("--scale-jitter", type=_fraction, default=TrainConfig.scale_jitter,
+                   metavar="Z", help="segment: augmentation zooms 30%% of the patches by a "
+                   "factor between 1/(1+Z) and 1+Z, for structures whose size varies more "
+                   "than the training cases show (default %(default)s: no zoom)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")

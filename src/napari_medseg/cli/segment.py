@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                      device=args.device, lr=args.lr, spacing=spacing, slice_axis=args.slice_axis,
                      val_fraction=args.val_fraction, decision=args.decision, raters=args.raters,
                      intensity_norm=args.norm, threshold=args.threshold,
-                     intensity_jitter=args.intensity_jitter)
+                     intensity_jitter=args.intensity_jitter, scale_jitter=args.scale_jitter)
     out_ch = 1 if args.loss == "bce" else mapping.num_classes
     mc = ModelConfig(arch=args.arch, spatial_dims=dims, in_channels=len(images[0]),
                      out_channels=out_ch, base_width=args.width, depth=args.depth)

@@ -164,6 +164,10 @@ class TrainConfig(_JsonMixin):
         from ``1 ± intensity_jitter`` and shifted by up to ``± intensity_jitter``
         (normalised units), in [0, 1). Wider draws teach a model not to rely on
         one scanner's or one case's contrast.
+    scale_jitter : float
+        With ``augment``: zoom 30 % of the patches by a factor drawn log-uniformly from
+        ``[1 / (1 + scale_jitter), 1 + scale_jitter]``, in [0, 1); 0 (the default) does
+        not zoom. For structures whose size varies more than a few training cases show.
     intensity_norm : {"percentile", "zscore", "median_iqr", "none"}
         Per-channel normalisation (see :func:`~napari_medseg.core.normalize.fit_normalization`);
         ``"none"`` keeps the values, for images that are already normalised.
@@ -217,6 +221,7 @@ class TrainConfig(_JsonMixin):
     fg_oversample: float = 0.5
     augment: bool = True
     intensity_jitter: float = INTENSITY_JITTER
+    scale_jitter: float = 0.0
     intensity_norm: str = "percentile"
     slice_axis: int = 2
     val_fraction: float = 0.0
@@ -242,6 +247,8 @@ class TrainConfig(_JsonMixin):
             raise ValueError(f"spacing must be 2 or 3 positive values in mm, got {self.spacing}.")
         if not 0.0 <= self.intensity_jitter < 1.0:
             raise ValueError(f"intensity_jitter must be in [0, 1), got {self.intensity_jitter}.")
+        if not 0.0 <= self.scale_jitter < 1.0:
+            raise ValueError(f"scale_jitter must be in [0, 1), got {self.scale_jitter}.")
         if not 0.0 <= self.overlap < 1.0:
             raise ValueError(f"overlap must be in [0, 1), got {self.overlap}.")
         if not 0.0 < self.threshold < 1.0:

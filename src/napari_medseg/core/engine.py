@@ -269,7 +269,8 @@ def fit(
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         if tc.augment:
-            x, y = augment_batch(x, y, gen=gen, intensity=tc.intensity_jitter)
+            x, y = augment_batch(x, y, gen=gen, intensity=tc.intensity_jitter,
+                                 scale=tc.scale_jitter)
         mask = None
         if y.ndim == x.ndim:  # a stack of raters ("soft"): vote fractions after augmenting
             y, mask = rater_soft_targets(y, num_classes, binary=mc.out_channels == 1)

@@ -16,6 +16,9 @@ import torch.nn.functional as F
 from napari_medseg.core.config import INTENSITY_JITTER
 from napari_medseg.core.data import UNLABELLED, Case
 
+#: Fraction of patches zoomed when the augmentation's zoom is on (``TrainConfig.scale_jitter``).
+P_SCALE = 0.3
+
 
 class PatchSampler:
     """Draw training patches from cases.
@@ -214,9 +217,9 @@ def rater_soft_targets(stack: torch.Tensor, num_classes: int, *, binary: bool = 
     return soft, (n[:, 0] > 0).float()
 
 
-def _rotation_grid(batch: int, spatial_dims: int, max_deg: float, shape: Sequence[int],
-                   gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Sampling grid for random small rotations (about the last axis pair in 2D, any in 3D)."""
+def _rotation_theta(batch: int, spatial_dims: int, max_deg: float,
+                    gen: torch.Generator) -> torch.Tensor:
+    """Affine matrices of random small rotations (about the last axis pair in 2D, any in 3D)."""
     ang = (torch.rand(batch, generator=gen) * 2 - 1) * math.radians(max_deg)
     c, s = torch.cos(ang), torch.sin(ang)
     if spatial_dims == 2:
@@ -230,14 +233,15 @@ def _rotation_grid(batch: int, spatial_dims: int, max_deg: float, shape: Sequenc
         perm = torch.randint(0, 3, (1,), generator=gen).item()
         idx = [(0, 1, 2), (1, 2, 0), (2, 0, 1)][int(perm)]
         theta[:, :, :3] = theta[:, :, :3][:, list(idx)][:, :, list(idx)]
-    return F.affine_grid(theta.to(device), [batch, 1, *shape], align_corners=False)
+    return theta
 
 
 def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
                   p_rotate: float = 0.3, max_deg: float = 15.0,
-                  flip_axes: Sequence[int] | None = None, intensity: float = INTENSITY_JITTER
+                  flip_axes: Sequence[int] | None = None, intensity: float = INTENSITY_JITTER,
+                  scale: float = 0.0, p_scale: float = P_SCALE
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Augment for scanner and protocol shift: flips, intensity scale/shift, gamma, rotation.
+    """Augment for scanner and protocol shift: flips, intensity, gamma, rotation, zoom.
 
     Parameters
     ----------
@@ -254,6 +258,11 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
     intensity : float
         Each sample's channels are scaled by ``1 ± intensity`` and shifted by
         ``± intensity`` (uniform draws; ``TrainConfig.intensity_jitter``).
+    scale : float
+        With probability ``p_scale`` a sample is zoomed by a factor drawn log-uniformly
+        from ``[1 / (1 + scale), 1 + scale]`` about the patch centre
+        (``TrainConfig.scale_jitter``); 0 turns zooming off and leaves every other draw
+        as it was. Label voxels zoomed in from outside the patch become unlabelled.
     """
     b, ch = x.shape[:2]
     nd = x.ndim - 2
@@ -269,9 +278,9 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
             y[idx] = y[idx].flip((2 if chan else 1) + ax)
     # Per-sample, per-channel intensity scale and shift (contrast/brightness drift).
     shape = (b, ch) + (1,) * nd
-    scale = (1 + (torch.rand(shape, generator=gen) * 2 - 1) * intensity).to(dev)
+    gain = (1 + (torch.rand(shape, generator=gen) * 2 - 1) * intensity).to(dev)
     shift = ((torch.rand(shape, generator=gen) * 2 - 1) * intensity).to(dev)
-    x = x * scale + shift
+    x = x * gain + shift
     # Gamma on the per-sample range, applied to half the samples.
     gam = torch.exp((torch.rand(shape, generator=gen) * 2 - 1) * math.log(1.4)).to(dev)
     use = (torch.rand((b,) + (1,) * (nd + 1), generator=gen) < 0.5).to(dev)
@@ -281,19 +290,36 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
     rng = (hi - lo).clamp_min(1e-6)
     xg = ((x - lo) / rng).clamp(0, 1).pow(gam) * rng + lo
     x = torch.where(use, xg, x)
+    # One resampling for rotation and zoom together. Draws happen only for the parts that
+    # are on, so a model trained without zoom sees exactly the patches it saw before.
+    theta = torch.eye(nd, nd + 1).repeat(b, 1, 1)
+    moved = torch.zeros(b, dtype=torch.bool)
     if p_rotate > 0:
-        rot = (torch.rand(b, generator=gen) < p_rotate).nonzero().squeeze(1)
-        if rot.numel():
-            grid = _rotation_grid(rot.numel(), nd, max_deg, x.shape[2:], gen, dev)
-            ridx = rot.to(dev)
-            x[ridx] = F.grid_sample(x[ridx], grid, mode="bilinear", padding_mode="border",
+        rot = torch.rand(b, generator=gen) < p_rotate
+        if rot.any():
+            theta[rot] = _rotation_theta(int(rot.sum()), nd, max_deg, gen)
+            moved |= rot
+    if scale > 0:
+        zoom = torch.rand(b, generator=gen) < p_scale
+        if zoom.any():
+            log_f = (torch.rand(int(zoom.sum()), generator=gen) * 2 - 1) * math.log1p(scale)
+            # affine_grid maps output to input coordinates: a factor above 1 samples a wider
+            # field, so the content shrinks.
+            theta[zoom, :, :nd] *= torch.exp(log_f).view(-1, 1, 1)
+            moved |= zoom
+    if moved.any():
+        sel = moved.nonzero().squeeze(1)
+        grid = F.affine_grid(theta[sel].to(dev), [sel.numel(), 1, *x.shape[2:]],
+                             align_corners=False)
+        ridx = sel.to(dev)
+        x[ridx] = F.grid_sample(x[ridx], grid, mode="bilinear", padding_mode="border",
+                                align_corners=False)
+        if soft:
+            y[ridx] = F.grid_sample(y[ridx], grid, mode="bilinear", padding_mode="zeros",
                                     align_corners=False)
-            if soft:
-                y[ridx] = F.grid_sample(y[ridx], grid, mode="bilinear", padding_mode="zeros",
-                                        align_corners=False)
-            else:
-                # Nearest sampling keeps class indices; outside the patch becomes unlabelled.
-                yy = (y[ridx] if chan else y[ridx].unsqueeze(1)).float() + 1
-                yy = F.grid_sample(yy, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-                y[ridx] = (yy if chan else yy.squeeze(1)).long() - 1
+        else:
+            # Nearest sampling keeps class indices; outside the patch becomes unlabelled.
+            yy = (y[ridx] if chan else y[ridx].unsqueeze(1)).float() + 1
+            yy = F.grid_sample(yy, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+            y[ridx] = (yy if chan else yy.squeeze(1)).long() - 1
     return x.contiguous(), y
