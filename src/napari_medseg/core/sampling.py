@@ -262,7 +262,8 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, *, gen: torch.Generator,
         With probability ``p_scale`` a sample is zoomed by a factor drawn log-uniformly
         from ``[1 / (1 + scale), 1 + scale]`` about the patch centre
         (``TrainConfig.scale_jitter``); 0 turns zooming off and leaves every other draw
-        as it was. Label voxels zoomed in from outside the patch become unlabelled.
+        as it was. Where a shrunk patch reaches past its own edges the labels are
+        unlabelled (the image repeats its border).
     """
     b, ch = x.shape[:2]
     nd = x.ndim - 2
