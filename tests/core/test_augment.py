@@ -1,4 +1,4 @@
-"""Zoom augmentation (``scale_jitter``): image and labels move together, within the range."""
+"""Augmentation: flips, intensity jitter and zoom move image and labels together, within range."""
 from __future__ import annotations
 
 import math
@@ -8,6 +8,52 @@ import torch
 
 from napari_medseg.core.config import TrainConfig
 from napari_medseg.core.sampling import augment_batch
+
+
+def test_augment_keeps_labels_valid_and_is_seeded():
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    x = torch.randn(4, 2, 12, 12, 12)
+    y = torch.randint(-1, 3, (4, 12, 12, 12))
+    a = augment_batch(x.clone(), y.clone(), gen=g1, p_rotate=1.0)
+    b = augment_batch(x.clone(), y.clone(), gen=g2, p_rotate=1.0)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert set(torch.unique(a[1]).tolist()) <= {-1, 0, 1, 2}
+    assert a[0].shape == x.shape and torch.isfinite(a[0]).all()
+
+
+def test_intensity_jitter_sets_the_range_of_scale_and_shift():
+    # A constant patch passes flips and gamma unchanged: what is left is v * scale + shift,
+    # with scale in 1 +- s and shift in +- s, so 2 * scale + shift lies in 2 +- 3s.
+    x = torch.full((400, 2, 4, 4), 2.0)
+    y = torch.zeros(400, 4, 4, dtype=torch.long)
+    seen = {}
+    for s in (0.0, 0.15, 0.3):
+        xa, _ = augment_batch(x.clone(), y.clone(), gen=torch.Generator().manual_seed(1),
+                              p_rotate=0.0, intensity=s)
+        v = xa[:, :, 0, 0]
+        assert torch.all(xa == xa[:, :, :1, :1])  # still constant per patch and channel
+        assert float((v - 2).abs().max()) <= 3 * s + 1e-5
+        seen[s] = float((v - 2).abs().max())
+    assert seen[0.0] == 0.0
+    for s in (0.15, 0.3):  # 800 draws reach near the bounds: the jitter is not fixed at 0.15
+        assert seen[s] > 0.8 * 3 * s
+
+
+def test_intensity_jitter_is_checked():
+    with pytest.raises(ValueError, match="intensity_jitter must be in"):
+        TrainConfig(intensity_jitter=1.5)
+
+
+def test_flip_moves_image_and_label_together():
+    x = torch.zeros(8, 1, 6, 6)
+    x[:, :, 0, 0] = 1
+    y = torch.zeros(8, 6, 6, dtype=torch.long)
+    y[:, 0, 0] = 1
+    gen = torch.Generator().manual_seed(0)
+    xa, ya = augment_batch(x, y, gen=gen, p_rotate=0.0)
+    for i in range(8):
+        peak = torch.nonzero(xa[i, 0] == xa[i, 0].max())[0]
+        assert ya[i, peak[0], peak[1]] == 1
 
 
 def _square_batch(b: int = 16, n: int = 64, side: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ from napari_medseg.cli.predict import cmd_predict
 from napari_medseg.cli.raters import cmd_raters
 from napari_medseg.cli.restore import cmd_restore
 from napari_medseg.cli.segment import cmd_evaluate, cmd_train
-from napari_medseg.core.config import INTENSITY_NORMS, RATER_MODES, TrainConfig
+from napari_medseg.core.config import INTENSITY_NORMS, P_SCALE, RATER_MODES, TrainConfig
 
 
 def _number(kind: type, ok: Callable[[float], bool], want: str) -> Callable[[str], Any]:
@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "by 1 +- J and shifts it by +- J (normalised units); wider for data from "
                    "several scanners or protocols (default %(default)s)")
     t.add_argument("--scale-jitter", type=_fraction, default=TrainConfig.scale_jitter,
-                   metavar="Z", help="segment: augmentation zooms 30%% of the patches by a "
-                   "factor between 1/(1+Z) and 1+Z, for structures whose size varies more "
-                   "than the training cases show (default %(default)s: no zoom)")
+                   metavar="Z", help=f"segment: augmentation zooms {P_SCALE:.0%}% of the "
+                   "patches by a factor between 1/(1+Z) and 1+Z, for structures whose size "
+                   "varies more than the training cases show (default %(default)s: no zoom)")
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("predict", help="segment an image with a trained model")

@@ -21,6 +21,8 @@ RATER_MODES = ("soft", "sample", "majority")
 DECISIONS = ("argmax", "foreground")  # core.decision.RULES
 #: Default half-width of the augmentation's intensity scale (1 +- j) and shift (+- j) draws.
 INTENSITY_JITTER = 0.15
+#: Fraction of patches zoomed when the augmentation's zoom is on (``TrainConfig.scale_jitter``).
+P_SCALE = 0.3
 
 T = TypeVar("T")
 

@@ -13,11 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_medseg.core.config import INTENSITY_JITTER
+from napari_medseg.core.config import INTENSITY_JITTER, P_SCALE
 from napari_medseg.core.data import UNLABELLED, Case
-
-#: Fraction of patches zoomed when the augmentation's zoom is on (``TrainConfig.scale_jitter``).
-P_SCALE = 0.3
 
 
 class PatchSampler:
